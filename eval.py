@@ -1,0 +1,34 @@
+"""Evaluate a checkpoint: python eval.py --config C --data_url D --pretrained CKPT
+
+Prints top-1 / top-5 and, as the last line, one JSON object with top1, top5, loss and num_samples.
+"""
+import json
+
+from src.args import parse_args
+from src.data import create_dataset
+from src.errors import UserInputError, report_user_errors
+from src.models import create_model_from_args
+from src.tools.checkpoint import load_checkpoint, load_weights, network_weights, EMA_PREFIX
+from src.tools.context import init_context
+from src.tools.evaluation import evaluate
+
+
+@report_user_errors
+def main(argv=None):
+    args = parse_args(argv)
+    if not args.pretrained:
+        raise UserInputError("eval.py needs --pretrained CKPT")
+    init_context(args)
+    network = create_model_from_args(args)
+    checkpoint = load_checkpoint(args.pretrained)
+    use_ema = args.eval_use_ema and any(name.startswith(EMA_PREFIX) for name in checkpoint)
+    load_weights(network, network_weights(checkpoint, use_ema=use_ema), args.pretrained)
+    metrics = evaluate(network, create_dataset(args, training=False))
+    weights = "EMA weights" if use_ema else "weights"
+    print(f"{args.arch} ({weights} of {args.pretrained}) on {args.set}: top-1 {metrics['top1']:.4f}, "
+          f"top-5 {metrics['top5']:.4f}, loss {metrics['loss']:.4f}, {metrics['num_samples']} images")
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Command-line arguments: YAML config values as defaults, command-line overrides win.
+
+Every key a config may hold is declared in DEFAULTS, so a misspelt key fails loudly
+instead of being ignored. Spellings used by the seed repositories for the same concept are
+accepted as ALIASES and mapped to one canonical key.
+"""
+import argparse
+import sys
+
+import yaml
+
+from src.configs.parser import load_yaml_config, unknown_key_message
+from src.errors import UserInputError
+
+# key: (default, help)
+DEFAULTS = {
+    # ===== Architecture ===== #
+    "arch": ("bit_m_r50x1", "model name registered in src.models"),
+    "num_classes": (1000, "number of classes of the head"),
+    "layers": (None, "BiT: units per stage, overrides the variant (e.g. [1, 1, 1, 1])"),
+    "width_factor": (None, "BiT: channel width multiplier, overrides the variant"),
+    "drop_path_rate": (None, "stochastic depth rate (unset: the model's default)"),
+    "pretrained": (None, "checkpoint (.ckpt) whose weights initialise the model"),
+    "resume": (None, "checkpoint to resume training from (epoch, optimizer, loss scale, EMA)"),
+    # ===== Dataset ===== #
+    "set": ("CIFAR10", "dataset: CIFAR10"),
+    "data_url": ("./data", "dataset folder"),
+    "train_url": ("./output", "folder for checkpoints and logs"),
+    "image_size": (224, "training / evaluation crop size"),
+    "crop_ratio": (0.875, "images are resized to image_size / crop_ratio before cropping"),
+    "interpolation": ("bilinear", "resize interpolation: nearest, bilinear, bicubic"),
+    "mean": ([0.485, 0.456, 0.406], "per-channel normalisation mean, on a 0..1 scale"),
+    "std": ([0.229, 0.224, 0.225], "per-channel normalisation std, on a 0..1 scale"),
+    "batch_size": (64, "batch size per device"),
+    "num_parallel_workers": (4, "data pipeline workers"),
+    "rand_augment_num_layers": (0, "RandAugment operations per image (0: off)"),
+    "rand_augment_magnitude": (9, "RandAugment magnitude (0..30)"),
+    "mix_up": (0.0, "mixup alpha (0: off)"),
+    "cutmix": (0.0, "cutmix alpha (0: off)"),
+    "mixup_prob": (1.0, "probability of applying mixup or cutmix to a batch"),
+    "switch_prob": (0.5, "probability of cutmix instead of mixup when both are on"),
+    "mixup_mode": ("batch", "mixup mode: batch"),
+    "label_smoothing": (0.1, "label smoothing"),
+    # ===== Learning rate policy ===== #
+    "optimizer": ("momentum", "momentum (SGD), rmsprop, adamw"),
+    "base_lr": (0.1, "peak learning rate"),
+    "min_lr": (1e-6, "final learning rate of the cosine schedule"),
+    "lr_scheduler": ("cosine_lr", "cosine_lr, exp_decay_lr, constant_lr"),
+    "warmup_length": (0.0, "warmup epochs (linear from warmup_lr to base_lr)"),
+    "warmup_lr": (0.0, "learning rate at the start of warmup"),
+    "cool_length": (0.0, "cool-down epochs at cool_lr after the cosine"),
+    "cool_lr": (1e-6, "learning rate during cool-down"),
+    "lr_decay": (0.98, "exp_decay_lr: multiplicative decay"),
+    "lr_num_epochs_per_decay": (2.5, "exp_decay_lr: epochs between decays"),
+    # ===== Optimizer ===== #
+    "momentum": (0.9, "momentum of SGD and RMSProp"),
+    "decay": (0.9, "RMSProp moving-average decay of squared gradients"),
+    "beta": ([0.9, 0.999], "AdamW betas"),
+    "eps": (1e-8, "epsilon of AdamW and RMSProp"),
+    "weight_decay": (1e-4, "weight decay"),
+    "filter_bias_and_bn": (True, "no weight decay on biases and normalisation parameters"),
+    # ===== Training ===== #
+    "epochs": (100, "training epochs"),
+    "amp_level": ("O0", "mixed precision: O0, O1, O2, O3 (O0 on CPU)"),
+    "keep_bn_fp32": (True, "keep normalisation layers in float32 under O2/O3"),
+    "loss_scale": (1024.0, "(initial) loss scale"),
+    "is_dynamic_loss_scale": (False, "adjust the loss scale on overflow"),
+    "use_global_norm": (False, "clip gradients by global norm"),
+    "clip_global_norm_value": (1.0, "global norm to clip to"),
+    "enable_ema": (False, "keep an exponential moving average of the weights"),
+    "ema_decay": (0.9999, "EMA decay per step"),
+    "eval_use_ema": (True, "evaluate the EMA weights when the model keeps them"),
+    "eval_interval": (1, "evaluate every N epochs (0: never)"),
+    "keep_checkpoint_max": (5, "how many latest checkpoints to keep"),
+    "log_interval": (100, "print the loss every N steps (and at the end of each epoch)"),
+    "seed": (0, "random seed"),
+    # ===== Hardware ===== #
+    "device_target": ("CPU", "CPU, GPU or Ascend"),
+    "device_id": (0, "device index"),
+    "device_num": (1, "devices in data-parallel training"),
+    "graph_mode": (True, "GRAPH_MODE (True) or PYNATIVE_MODE (False)"),
+    "run_modelarts": (False, "copy data and outputs through ModelArts moxing"),
+}
+
+# Spellings from the seed repositories (BigTransfer) mapped to the canonical key.
+ALIASES = {
+    "lr_init": "base_lr",
+    "num_epochs": "epochs",
+    "mixup_alpha": "mix_up",
+    "lr_warmup_epochs": "warmup_length",
+    "enable_clip_norm": "use_global_norm",
+    "gradient_norm": "clip_global_norm_value",
+}
+
+
+def str2bool(text):
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
+
+
+def number(text):
+    """An int where the text is one, else a float: `--loss_scale 1024` and `--loss_scale 0.5` both work."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def value_parser(default):
+    """Parse a command-line string into the type of the config value it overrides."""
+    if isinstance(default, bool):
+        return str2bool
+    if isinstance(default, (int, float)):
+        return number
+    if isinstance(default, str):
+        return str
+    # lists and unset (None) values are read as YAML, so "[1, 1, 1, 1]" and "null" work
+    return yaml.safe_load
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserInputError(message)
+
+
+def parse_args(argv=None, extra_defaults=None):
+    """Return the merged configuration as an argparse.Namespace.
+
+    `extra_defaults` lets an entry script declare keys of its own (same (default, help) form).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    known = dict(DEFAULTS, **(extra_defaults or {}))
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre_args, _ = pre.parse_known_args(argv)
+
+    values = {key: default for key, (default, _) in known.items()}
+    if pre_args.config:
+        values.update(_checked_yaml(pre_args.config, known))
+
+    parser = _ArgumentParser(allow_abbrev=False, description="YAML config with command-line overrides")
+    parser.add_argument("--config", default=None, help="YAML config file")
+    for key, (_, help_text) in known.items():
+        option_names = [f"--{key}"] + [f"--{alias}" for alias, name in ALIASES.items() if name == key]
+        parser.add_argument(*option_names, dest=key, type=value_parser(values[key]), default=values[key], help=help_text)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        key = unknown[0].lstrip("-").split("=")[0]
+        raise UserInputError(unknown_key_message(key, list(known) + list(ALIASES), "the command line"))
+    return args
+
+
+def _checked_yaml(path, known):
+    raw = load_yaml_config(path)
+    config = {}
+    for key, value in raw.items():
+        name = ALIASES.get(key, key)
+        if name not in known:
+            raise UserInputError(unknown_key_message(key, list(known) + list(ALIASES), path))
+        if name in config:
+            raise UserInputError(f"config key '{name}' is given twice in {path} (as '{key}' too)")
+        config[name] = value
+    return config

@@ -1,0 +1,43 @@
+"""Image transforms built from the config: MindSpore's C++ vision ops on HWC uint8 images."""
+import mindspore.dataset.vision as vision
+from mindspore.dataset.vision import Inter
+
+from src.errors import UserInputError
+
+INTERPOLATIONS = {"nearest": Inter.NEAREST, "bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC}
+
+
+def interpolation_mode(name):
+    if name not in INTERPOLATIONS:
+        raise UserInputError(f"unknown interpolation '{name}', expected one of {sorted(INTERPOLATIONS)}")
+    return INTERPOLATIONS[name]
+
+
+def resize_size(args):
+    """Images are resized to image_size / crop_ratio, then cropped to image_size."""
+    return int(round(args.image_size / args.crop_ratio))
+
+
+def normalize_ops(args):
+    return [vision.Normalize(mean=[255 * m for m in args.mean], std=[255 * s for s in args.std]), vision.HWC2CHW()]
+
+
+def cifar_train_transforms(args):
+    """Resize, random crop, flip and RandAugment (BiT's CIFAR recipe), then normalise."""
+    size = resize_size(args)
+    ops = [vision.Resize((size, size), interpolation_mode(args.interpolation)),
+           vision.RandomCrop(args.image_size),
+           vision.RandomHorizontalFlip()]
+    if args.rand_augment_num_layers > 0:
+        if not 0 <= args.rand_augment_magnitude < 31:
+            raise UserInputError(f"rand_augment_magnitude must be in 0..30, got {args.rand_augment_magnitude}")
+        ops.append(vision.RandAugment(num_ops=args.rand_augment_num_layers, magnitude=args.rand_augment_magnitude,
+                                      num_magnitude_bins=31))
+    return ops + normalize_ops(args)
+
+
+def eval_transforms(args):
+    """Resize to image_size / crop_ratio and take the centre crop."""
+    size = resize_size(args)
+    return [vision.Resize((size, size), interpolation_mode(args.interpolation)),
+            vision.CenterCrop(args.image_size)] + normalize_ops(args)

@@ -1,0 +1,132 @@
+"""Training callbacks: the seeds' log lines, checkpoints (latest N and best), evaluation."""
+import contextlib
+import glob
+import os
+import time
+
+import mindspore as ms
+import numpy as np
+from mindspore.train.callback import Callback
+
+from src.tools.checkpoint import save_checkpoint
+from src.tools.evaluation import evaluate
+
+
+def _loss_value(net_outputs):
+    loss = net_outputs[0] if isinstance(net_outputs, (tuple, list)) else net_outputs
+    return float(loss.asnumpy()) if isinstance(loss, ms.Tensor) else float(loss)
+
+
+class StepLogger(Callback):
+    """`epoch: 3 step: 120, loss is 1.234` every `log_interval` steps and at each epoch's end, then
+    `epoch time: X ms, per step time: Y ms`."""
+
+    def __init__(self, steps_per_epoch, log_interval, log=print):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.log_interval = max(1, log_interval)
+        self.log = log
+        self.epoch_start = None
+        self.overflow_steps = 0
+
+    def on_train_epoch_begin(self, run_context):
+        self.epoch_start = time.time()
+        self.overflow_steps = 0
+
+    def on_train_step_end(self, run_context):
+        params = run_context.original_args()
+        step_in_epoch = (params.cur_step_num - 1) % self.steps_per_epoch + 1
+        outputs = params.net_outputs
+        if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and bool(outputs[1].asnumpy()):
+            self.overflow_steps += 1
+        if step_in_epoch % self.log_interval == 0 or step_in_epoch == self.steps_per_epoch:
+            self.log(f"epoch: {params.cur_epoch_num} step: {step_in_epoch}, loss is {_loss_value(outputs)}")
+
+    def on_train_epoch_end(self, run_context):
+        elapsed_ms = (time.time() - self.epoch_start) * 1000
+        self.log(f"epoch time: {elapsed_ms:.3f} ms, per step time: {elapsed_ms / self.steps_per_epoch:.3f} ms")
+        if self.overflow_steps:
+            self.log(f"epoch: {run_context.original_args().cur_epoch_num} skipped {self.overflow_steps} "
+                     "steps with non-finite gradients (loss scale overflow)")
+
+
+def _checkpoint_epoch(path):
+    """The epoch in a name like `bit_m_r50x1_0000-12_390.ckpt`."""
+    return int(os.path.basename(path).rsplit("-", 1)[1].split("_")[0])
+
+
+@contextlib.contextmanager
+def ema_weights_in(train_cell):
+    """Temporarily put the EMA weights into the network (for evaluation), restoring afterwards."""
+    if not getattr(train_cell, "use_ema", False):
+        yield
+        return
+    originals = [param.asnumpy().copy() for param in train_cell.weights]
+    for param, ema in zip(train_cell.weights, train_cell.ema.ema_weights):
+        param.set_data(ms.Tensor(ema.asnumpy()))
+    try:
+        yield
+    finally:
+        for param, original in zip(train_cell.weights, originals):
+            param.set_data(ms.Tensor(original))
+
+
+class CheckpointAndEval(Callback):
+    """At each epoch's end: save the latest checkpoint (keeping `keep_checkpoint_max`), evaluate every
+    `eval_interval` epochs and keep the best checkpoint, logging
+    `epoch: 0003 acc: 0.8519, best epoch: 0002, acc is 0.8521`.
+
+    Checkpoints are named as the seeds': `ckpt_0000/<arch>_0000-<epoch>_<steps>.ckpt` and
+    `ckpt_best_0000/...` (0000: the rank). They hold the train cell's parameters (model, optimizer
+    state, loss scale, EMA) plus the epoch and the best accuracy so far, for resuming.
+    """
+
+    def __init__(self, train_cell, network, eval_dataset, args, steps_per_epoch, rank=0, best=(0.0, 0),
+                 save=True, show_rank=False, log=print):
+        super().__init__()
+        self.train_cell = train_cell
+        self.network = network
+        self.eval_dataset = eval_dataset
+        self.prefix = f"{args.arch}_{rank:04d}"
+        self.last_dir = os.path.join(args.train_url, f"ckpt_{rank:04d}")
+        self.best_dir = os.path.join(args.train_url, f"ckpt_best_{rank:04d}")
+        self.keep_max = args.keep_checkpoint_max
+        self.eval_interval = args.eval_interval
+        self.use_ema = args.eval_use_ema
+        self.steps_per_epoch = steps_per_epoch
+        self.best_acc, self.best_epoch = best
+        self.save = save
+        self.device_tag = f" device: {rank:04d}" if show_rank else ""
+        self.log = log
+
+    def _save(self, folder, epoch, keep):
+        path = os.path.join(folder, f"{self.prefix}-{epoch}_{self.steps_per_epoch}.ckpt")
+        save_checkpoint(self.train_cell, path, append_dict={
+            "epoch_num": epoch, "best_acc": float(self.best_acc), "best_epoch": int(self.best_epoch)})
+        old = sorted(glob.glob(os.path.join(folder, f"{self.prefix}-*.ckpt")), key=_checkpoint_epoch)
+        for stale in old[:-keep] if keep > 0 else []:
+            os.remove(stale)
+        return path
+
+    def on_train_epoch_end(self, run_context):
+        epoch = run_context.original_args().cur_epoch_num
+        if self.eval_dataset is not None and self.eval_interval > 0 and epoch % self.eval_interval == 0:
+            with ema_weights_in(self.train_cell) if self.use_ema else contextlib.nullcontext():
+                metrics = evaluate(self.network, self.eval_dataset)
+            if metrics["top1"] > self.best_acc or self.best_epoch == 0:
+                self.best_acc, self.best_epoch = metrics["top1"], epoch
+                if self.save:
+                    self._save(self.best_dir, epoch, keep=1)
+            self.log(f"epoch: {epoch:04d}{self.device_tag} acc: {metrics['top1']}, "
+                     f"best epoch: {self.best_epoch:04d}, acc is {self.best_acc}")
+        if self.save:
+            self._save(self.last_dir, epoch, keep=self.keep_max)
+
+
+def resume_state(param_dict):
+    """(epoch, (best_acc, best_epoch)) stored in a checkpoint written by CheckpointAndEval."""
+    def scalar(name, default):
+        value = param_dict.get(name)
+        return default if value is None else np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value).item()
+
+    return int(scalar("epoch_num", 0)), (float(scalar("best_acc", 0.0)), int(scalar("best_epoch", 0)))

@@ -1,0 +1,24 @@
+"""Top-1 / top-5 accuracy and cross-entropy of a classifier over a dataset."""
+import numpy as np
+
+
+def evaluate(network, dataset):
+    """{'top1', 'top5', 'loss', 'num_samples'} of `network` on a batched (image, label) dataset."""
+    was_training = network.training
+    network.set_train(False)
+    num_samples, correct1, correct5, loss_sum = 0, 0, 0, 0.0
+    for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+        logits = network(images).asnumpy().astype(np.float64)
+        labels = labels.asnumpy().astype(np.int64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss_sum += float(-log_probs[np.arange(len(labels)), labels].sum())
+        top5 = np.argsort(-logits, axis=1)[:, :5]
+        correct1 += int((top5[:, 0] == labels).sum())
+        correct5 += int((top5 == labels[:, None]).any(axis=1).sum())
+        num_samples += len(labels)
+    network.set_train(was_training)
+    if num_samples == 0:
+        return {"top1": 0.0, "top5": 0.0, "loss": float("nan"), "num_samples": 0}
+    return {"top1": correct1 / num_samples, "top5": correct5 / num_samples, "loss": loss_sum / num_samples,
+            "num_samples": num_samples}

@@ -1,0 +1,94 @@
+"""Optimizers: SGD with momentum, RMSProp and AdamW (torch.optim.AdamW semantics)."""
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.errors import UserInputError
+
+OPTIMIZERS = ("momentum", "sgd", "rmsprop", "adamw")
+
+_adamw_update = ops.MultitypeFuncGraph("adamw_update")
+
+
+@_adamw_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                        "Tensor", "Tensor", "Tensor")
+def _adamw_update_tensor(beta1, beta2, eps, bias_correction1, bias_correction2, lr, weight_decay,
+                         param, exp_avg, exp_avg_sq, grad):
+    """One torch-style AdamW step for one parameter: decoupled decay, bias-corrected moments."""
+    grad = grad.astype(ms.float32)
+    new_param = param.astype(ms.float32) * (1.0 - lr * weight_decay)
+    new_exp_avg = beta1 * exp_avg + (1.0 - beta1) * grad
+    new_exp_avg_sq = beta2 * exp_avg_sq + (1.0 - beta2) * grad * grad
+    denom = ops.sqrt(new_exp_avg_sq) / ops.sqrt(bias_correction2) + eps
+    new_param = new_param - (lr / bias_correction1) * new_exp_avg / denom
+    success = ops.assign(exp_avg, new_exp_avg)
+    success = ops.depend(success, ops.assign(exp_avg_sq, new_exp_avg_sq))
+    return ops.depend(success, ops.assign(param, new_param.astype(param.dtype)))
+
+
+class AdamW(nn.Optimizer):
+    """AdamW as torch.optim.AdamW: bias-corrected moments and decoupled weight decay.
+
+    `nn.AdamWeightDecay` has no bias correction, which changes the first steps of fine-tuning.
+    Learning rates and weight decays may differ per parameter group (layer-wise lr decay).
+    """
+
+    def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        params = list(params)
+        if not isinstance(params[0], dict):  # a single group keeps construct to one code path
+            params = [{"params": params}]
+        super().__init__(learning_rate, params, weight_decay)
+        self.beta1 = ms.Tensor(beta1, ms.float32)
+        self.beta2 = ms.Tensor(beta2, ms.float32)
+        self.eps = ms.Tensor(eps, ms.float32)
+        self.exp_avg = self._parameters.clone(prefix="adam_m", init="zeros")
+        self.exp_avg_sq = self._parameters.clone(prefix="adam_v", init="zeros")
+        self.beta1_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta1_power")
+        self.beta2_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta2_power")
+
+    def construct(self, gradients):
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        beta1_power = self.beta1_power * self.beta1
+        beta2_power = self.beta2_power * self.beta2
+        ops.assign(self.beta1_power, beta1_power)
+        ops.assign(self.beta2_power, beta2_power)
+        bias_correction1 = 1.0 - beta1_power
+        bias_correction2 = 1.0 - beta2_power
+        if self.is_group_lr:
+            return self.hyper_map(
+                ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2),
+                lr, weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
+        return self.hyper_map(
+            ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2, lr),
+            weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
+
+
+def no_weight_decay(param):
+    """Biases, normalisation scales/shifts and other 1-d parameters are not decayed."""
+    return len(param.shape) <= 1 or param.name.endswith((".bias", ".gamma", ".beta"))
+
+
+def param_groups(network, weight_decay, filter_bias_and_bn=True):
+    params = network.trainable_params()
+    if not filter_bias_and_bn:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if not no_weight_decay(p)]
+    no_decay = [p for p in params if no_weight_decay(p)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
+            {"order_params": params}]
+
+
+def create_optimizer(args, network, learning_rate):
+    """The optimizer the config names, over `network`'s trainable parameters."""
+    groups = param_groups(network, args.weight_decay, args.filter_bias_and_bn)
+    learning_rate = ms.Tensor(learning_rate, ms.float32)
+    name = args.optimizer.lower()
+    if name in ("momentum", "sgd"):
+        return nn.Momentum(groups, learning_rate, momentum=args.momentum)
+    if name == "rmsprop":
+        return nn.RMSProp(groups, learning_rate, decay=args.decay, momentum=args.momentum, epsilon=args.eps)
+    if name == "adamw":
+        beta1, beta2 = args.beta
+        return AdamW(groups, learning_rate, beta1=beta1, beta2=beta2, eps=args.eps)
+    raise UserInputError(f"unknown optimizer '{args.optimizer}', expected one of {list(OPTIMIZERS)}")

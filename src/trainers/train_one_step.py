@@ -1,0 +1,76 @@
+"""The train step: loss scaling (fixed or dynamic), gradient reduction, overflow skip, clipping, EMA."""
+import mindspore as ms
+from mindspore import nn, ops
+
+from src.trainers.ema import EMA
+
+_unscale = ops.MultitypeFuncGraph("unscale")
+_all_finite = ops.MultitypeFuncGraph("all_finite")
+
+
+@_unscale.register("Tensor", "Tensor")
+def _unscale_tensor(scale, grad):
+    return grad * ops.reciprocal(scale).astype(grad.dtype)
+
+
+@_all_finite.register("Tensor")
+def _all_finite_tensor(grad):
+    return ops.isfinite(grad).all()
+
+
+class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
+    """One optimizer step with options rather than one class per combination.
+
+    Order: scaled backward -> unscale -> gradient all-reduce -> overflow check -> global-norm
+    clip -> optimizer -> EMA. On overflow (a non-finite gradient) the step is skipped, and a
+    dynamic loss scale is lowered. The overflow check is `isfinite` over the gradients: the
+    stock NPU/GPU status ops do not exist on the CPU. Returns (loss, overflow, loss scale).
+
+    `scale_sense`: a Tensor for a fixed loss scale, or `nn.DynamicLossScaleUpdateCell`.
+    """
+
+    def __init__(self, network, optimizer, scale_sense, clip_global_norm=None, ema_decay=None):
+        super().__init__(network, optimizer, scale_sense)
+        self.use_clip = clip_global_norm is not None
+        self.clip_global_norm = float(clip_global_norm) if self.use_clip else 1.0
+        self.use_ema = ema_decay is not None
+        if self.use_ema:
+            self.ema = EMA(self.weights, ema_decay)
+        if self.reducer_flag:
+            self.overflow_all_reduce = ops.AllReduce()
+
+    def gradients_overflow(self, grads):
+        finite = ops.stack(self.hyper_map(_all_finite, grads)).all()
+        overflow = ops.logical_not(finite)
+        if self.reducer_flag:
+            overflow = self.overflow_all_reduce(overflow.astype(ms.float32)) > 0
+        return overflow
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        scale = self.scale_sense
+        sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
+        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        grads = self.hyper_map(ops.partial(_unscale, scale), grads)
+        grads = self.grad_reducer(grads)
+        overflow = self.gradients_overflow(grads)
+        overflow = self.process_loss_scale(overflow)
+        if not overflow:
+            if self.use_clip:
+                grads = ops.clip_by_global_norm(grads, self.clip_global_norm)
+            loss = ops.depend(loss, self.optimizer(grads))
+            if self.use_ema:
+                loss = ops.depend(loss, self.ema())
+        return loss, overflow, scale
+
+
+def create_train_step(args, network_with_loss, optimizer):
+    """The train step the config asks for (loss scale kind, clipping, EMA)."""
+    if args.is_dynamic_loss_scale:
+        scale_sense = nn.DynamicLossScaleUpdateCell(loss_scale_value=float(args.loss_scale), scale_factor=2,
+                                                    scale_window=1000)
+    else:
+        scale_sense = ms.Tensor(float(args.loss_scale), ms.float32)
+    return TrainOneStepCell(network_with_loss, optimizer, scale_sense,
+                            clip_global_norm=args.clip_global_norm_value if args.use_global_norm else None,
+                            ema_decay=args.ema_decay if args.enable_ema else None)
