@@ -1,0 +1,59 @@
+import pytest
+
+from conftest import TINY_CONFIG, assert_one_line_error, run_script
+from src.args import parse_args
+from src.errors import UserInputError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_yaml_values_are_defaults_and_command_line_wins():
+    args = parse_args(["--config", TINY_CONFIG])
+    assert args.image_size == 32 and args.layers == [1, 1, 1, 1] and args.is_dynamic_loss_scale is True
+    args = parse_args(["--config", TINY_CONFIG, "--image_size", "48", "--layers", "[2, 1, 1, 1]",
+                       "--is_dynamic_loss_scale", "False", "--base_lr", "1e-3", "--mean", "[0.1, 0.2, 0.3]"])
+    assert args.image_size == 48 and isinstance(args.image_size, int)
+    assert args.layers == [2, 1, 1, 1]
+    assert args.is_dynamic_loss_scale is False
+    assert args.base_lr == pytest.approx(1e-3)
+    assert args.mean == [0.1, 0.2, 0.3]
+
+
+def test_seed_spellings_map_to_one_key(tmp_path):
+    args = parse_args(["--config", write(tmp_path, "lr_init: 0.02\nnum_epochs: 7\nmixup_alpha: 0.5\n"
+                                                   "enable_clip_norm: true\ngradient_norm: 2.0\n")])
+    assert (args.base_lr, args.epochs, args.mix_up, args.use_global_norm, args.clip_global_norm_value) == \
+        (0.02, 7, 0.5, True, 2.0)
+    assert parse_args(["--config", write(tmp_path, "epochs: 3\n"), "--num_epochs", "5"]).epochs == 5
+    with pytest.raises(UserInputError, match="given twice"):
+        parse_args(["--config", write(tmp_path, "epochs: 3\nnum_epochs: 4\n")])
+
+
+def test_unknown_yaml_key_names_key_and_closest(tmp_path):
+    with pytest.raises(UserInputError, match=r"unknown config key 'bach_size'.*did you mean 'batch_size'"):
+        parse_args(["--config", write(tmp_path, "bach_size: 3\n")])
+
+
+def test_unknown_command_line_key_names_key_and_closest():
+    with pytest.raises(UserInputError, match=r"'lable_smoothing' in the command line; did you mean 'label_smoothing'"):
+        parse_args(["--config", TINY_CONFIG, "--lable_smoothing", "0.2"])
+
+
+def test_bad_values_and_files(tmp_path):
+    with pytest.raises(UserInputError, match="expected True or False"):
+        parse_args(["--enable_ema", "maybe"])
+    with pytest.raises(UserInputError, match="config file not found"):
+        parse_args(["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(UserInputError, match="must hold a mapping"):
+        parse_args(["--config", write(tmp_path, "- a\n- b\n")])
+
+
+def test_train_reports_config_errors_in_one_line(tmp_path):
+    result = run_script("train.py", "--config", TINY_CONFIG, "--epoch", "3")
+    assert_one_line_error(result, "'epoch'", "did you mean 'epochs'")
+    result = run_script("train.py", "--config", str(tmp_path / "nope.yaml"))
+    assert_one_line_error(result, "config file not found")
