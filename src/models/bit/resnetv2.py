@@ -27,11 +27,11 @@ class StdConv2d(nn.Conv2d):
         self.eps = eps
 
     def construct(self, x):
-        weight = self.weight
+        weight = self.weight.astype("float32")  # standardise in float32 even under mixed precision
         mean = weight.mean(axis=(1, 2, 3), keep_dims=True)
         var = ((weight - mean) ** 2).mean(axis=(1, 2, 3), keep_dims=True)
         weight = (weight - mean) / ops.sqrt(var + self.eps)
-        return self.conv2d(x, weight)
+        return self.conv2d(x, weight.astype(x.dtype))
 
 
 class PreActBottleneck(nn.Cell):

@@ -1,0 +1,94 @@
+"""Optimizers, learning-rate schedules, losses and mixup against PyTorch / timm references."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.data.mixup import mixup_target
+
+import mindspore as ms
+from mindspore import nn
+from src.data.augment.mixup import Mixup, mixup_targets
+from src.tools.criterion import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from src.tools.optimizer import AdamW, param_groups
+from src.tools.schedulers import cosine_lr, exp_decay_lr
+
+ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_adamw_matches_torch_adamw_with_groups_and_per_step_lr():
+    rng = np.random.default_rng(0)
+    weight, bias = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    lrs = np.array([0.1, 0.05, 0.02, 0.01, 0.01], np.float32)
+    dense = nn.Dense(3, 4)
+    dense.weight.set_data(ms.Tensor(weight))
+    dense.bias.set_data(ms.Tensor(bias))
+    groups = param_groups(dense, weight_decay=0.1)
+    assert [p.name for p in groups[1]["params"]] == [dense.bias.name]  # no decay on the bias
+    optimizer = AdamW(groups, ms.Tensor(lrs), beta1=0.9, beta2=0.999, eps=1e-8)
+    t_weight, t_bias = torch.nn.Parameter(torch.tensor(weight)), torch.nn.Parameter(torch.tensor(bias))
+    reference = torch.optim.AdamW([{"params": [t_weight], "weight_decay": 0.1},
+                                   {"params": [t_bias], "weight_decay": 0.0}], lr=0.1, eps=1e-8)
+    for lr in lrs:
+        grad_w, grad_b = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+        optimizer((ms.Tensor(grad_w), ms.Tensor(grad_b)))
+        for group in reference.param_groups:
+            group["lr"] = float(lr)
+        t_weight.grad, t_bias.grad = torch.tensor(grad_w), torch.tensor(grad_b)
+        reference.step()
+    np.testing.assert_allclose(dense.weight.asnumpy(), t_weight.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(dense.bias.asnumpy(), t_bias.detach().numpy(), atol=1e-6)
+
+
+def test_cosine_schedule_warmup_decay_and_cool_down():
+    schedule = cosine_lr(1.0, 0.01, total_steps=100, warmup_steps=10, warmup_lr=0.1, cool_steps=20, cool_lr=0.001)
+    assert len(schedule) == 100
+    np.testing.assert_allclose(schedule[:10], 0.1 + 0.9 * np.arange(10) / 10)
+    assert schedule[10] == pytest.approx(1.0)
+    decay = schedule[10:80]
+    assert np.all(np.diff(decay) <= 0) and decay[-1] == pytest.approx(0.01, abs=1e-3)
+    assert decay[35] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * 35 / 70)))
+    np.testing.assert_array_equal(schedule[80:], 0.001)
+
+
+def test_exponential_decay_is_a_staircase_after_warmup():
+    schedule = exp_decay_lr(0.02, total_steps=100, steps_per_decay=25, decay_rate=0.5, warmup_steps=5)
+    np.testing.assert_allclose(schedule[:5], 0.02 * np.arange(5) / 5)
+    assert schedule[5] == schedule[24] == pytest.approx(0.02)
+    assert schedule[25] == pytest.approx(0.01) and schedule[99] == pytest.approx(0.02 * 0.5 ** 3)
+
+
+def test_losses_match_torch():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((6, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, 6).astype(np.int32)
+    ours = LabelSmoothingCrossEntropy(0.1)(ms.Tensor(logits), ms.Tensor(labels)).asnumpy()
+    reference = F.cross_entropy(torch.tensor(logits), torch.tensor(labels).long(), label_smoothing=0.1).item()
+    assert float(ours) == pytest.approx(reference, rel=1e-5)
+    targets = rng.dirichlet(np.ones(5), 6).astype(np.float32)
+    ours = SoftTargetCrossEntropy()(ms.Tensor(logits), ms.Tensor(targets)).asnumpy()
+    reference = torch.sum(-torch.tensor(targets) * F.log_softmax(torch.tensor(logits), -1), -1).mean().item()
+    assert float(ours) == pytest.approx(reference, rel=1e-5)
+
+
+def test_mixup_targets_match_timm():
+    labels = np.array([3, 1, 4, 1, 5, 9])
+    for lam in (1.0, 0.7, 0.31):
+        ours = mixup_targets(labels, 10, lam, 0.1)
+        reference = mixup_target(torch.tensor(labels), 10, lam=lam, smoothing=0.1).numpy()
+        np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_cutmix_pastes_the_flipped_batch_and_corrects_lambda():
+    images = np.stack([np.full((3, 16, 16), value, np.float32) for value in range(4)])
+    labels = np.array([0, 1, 2, 3])
+    mixup = Mixup(num_classes=4, mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=0.0, seed=3)
+    for _ in range(20):
+        mixed, targets = mixup(images, labels)
+        pasted = mixed[0, 0] != 0  # image 0 (zeros) receives a box from image 3
+        area = pasted.mean()
+        assert np.all(mixed[0][:, pasted] == 3)
+        rows, cols = np.where(pasted)
+        if area:  # a rectangle
+            assert pasted[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        np.testing.assert_allclose(targets[0], [1 - area, 0, 0, area], atol=1e-6)
+        np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
