@@ -127,41 +127,38 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise UserInputError(message)
 
 
-def parse_args(argv=None, extra_defaults=None):
-    """Return the merged configuration as an argparse.Namespace.
-
-    `extra_defaults` lets an entry script declare keys of its own (same (default, help) form).
-    """
+def parse_args(argv=None):
+    """Return the merged configuration as an argparse.Namespace."""
     argv = sys.argv[1:] if argv is None else argv
-    known = dict(DEFAULTS, **(extra_defaults or {}))
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     pre_args, _ = pre.parse_known_args(argv)
 
-    values = {key: default for key, (default, _) in known.items()}
+    values = {key: default for key, (default, _) in DEFAULTS.items()}
     if pre_args.config:
-        values.update(_checked_yaml(pre_args.config, known))
+        values.update(_checked_yaml(pre_args.config))
 
     parser = _ArgumentParser(allow_abbrev=False, description="YAML config with command-line overrides")
     parser.add_argument("--config", default=None, help="YAML config file")
-    for key, (_, help_text) in known.items():
+    for key, (_, help_text) in DEFAULTS.items():
         option_names = [f"--{key}"] + [f"--{alias}" for alias, name in ALIASES.items() if name == key]
         parser.add_argument(*option_names, dest=key, type=value_parser(values[key]), default=values[key], help=help_text)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         key = unknown[0].lstrip("-").split("=")[0]
-        raise UserInputError(unknown_key_message(key, list(known) + list(ALIASES), "the command line"))
+        raise UserInputError(unknown_key_message(key, list(DEFAULTS) + list(ALIASES), "the command line"))
     return args
 
 
-def _checked_yaml(path, known):
+def _checked_yaml(path):
+    """The YAML file's values under their canonical keys; unknown or repeated keys are errors."""
     raw = load_yaml_config(path)
     config = {}
     for key, value in raw.items():
         name = ALIASES.get(key, key)
-        if name not in known:
-            raise UserInputError(unknown_key_message(key, list(known) + list(ALIASES), path))
+        if name not in DEFAULTS:
+            raise UserInputError(unknown_key_message(key, list(DEFAULTS) + list(ALIASES), path))
         if name in config:
             raise UserInputError(f"config key '{name}' is given twice in {path} (as '{key}' too)")
         config[name] = value

@@ -92,3 +92,25 @@ def test_cutmix_pastes_the_flipped_batch_and_corrects_lambda():
             assert pasted[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
         np.testing.assert_allclose(targets[0], [1 - area, 0, 0, area], atol=1e-6)
         np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+
+
+def test_rmsprop_from_config_follows_the_tensorflow_update():
+    """BiT's seed trains with TF-style RMSProp: mean square starting at 1, eps inside the square root, lr in
+    the momentum buffer."""
+    from src.args import parse_args
+    from src.tools.optimizer import create_optimizer
+
+    args = parse_args(["--optimizer", "rmsprop", "--decay", "0.9", "--momentum", "0.9", "--eps", "0.001",
+                       "--weight_decay", "0.0"])
+    dense = nn.Dense(2, 1)
+    start = dense.weight.asnumpy().copy()
+    lrs = np.array([0.1, 0.05, 0.02], np.float32)
+    optimizer = create_optimizer(args, dense, lrs)
+    mean_square, moment, weight = np.ones_like(start), np.zeros_like(start), start.copy()
+    for lr, grad in zip(lrs, ([[1.0, -2.0]], [[0.5, 0.5]], [[-1.0, 3.0]])):
+        grad = np.array(grad, np.float32)
+        optimizer((ms.Tensor(grad), ms.Tensor(np.zeros(1, np.float32))))
+        mean_square = 0.9 * mean_square + 0.1 * grad ** 2
+        moment = 0.9 * moment + lr * grad / np.sqrt(mean_square + 0.001)
+        weight = weight - moment
+    np.testing.assert_allclose(dense.weight.asnumpy(), weight, rtol=1e-5)

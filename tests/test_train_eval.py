@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import TINY_CONFIG, assert_one_line_error, run_script
+from conftest import ROOT, TINY_CONFIG, assert_one_line_error, run_script
 from src.tools.checkpoint import load_checkpoint
 
 STEPS = 1437 // 32
@@ -105,3 +105,14 @@ def test_o2_mixed_precision_trains_on_cpu(digits_cifar, tmp_path):
                 "--log_interval", "10")
     losses = [float(v) for v in re.findall(r"loss is ([0-9.]+)$", log, re.M)]
     assert len(losses) == 5 and losses[-1] < losses[0]
+
+
+def test_readme_demo_runs_end_to_end(tmp_path):
+    import subprocess
+
+    env = dict(os.environ, DEMO_EPOCHS="1", GLOG_v="3")
+    result = subprocess.run(["bash", "scripts/run_demo.sh", str(tmp_path)], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    top1 = float(re.search(r"top-1 on the held-out digits = ([0-9.]+)", result.stdout).group(1))
+    assert top1 > 0.3  # one epoch of real digits is well above chance (0.1)
