@@ -1,38 +1,64 @@
 """Datasets: `create_dataset(args, training)` builds the pipeline the config names."""
+import os
+
 import mindspore.dataset as ds
 
 from src.data.augment.mixup import Mixup
 from src.data.cifar10 import load_cifar10
-from src.data.transforms import cifar_train_transforms, eval_transforms
+from src.data.imagenet import ImageFileSource, scan_class_folders
+from src.data.transforms import (cifar_train_transforms, eval_transforms, imagenet_eval_transforms,
+                                 imagenet_train_transforms)
 from src.errors import UserInputError
 
-DATASETS = ("CIFAR10",)
+DATASETS = ("CIFAR10", "ImageNet")
 
 
 def uses_mixup(args):
     return args.mix_up > 0 or args.cutmix > 0
 
 
-def create_dataset(args, training, num_shards=None, shard_id=None):
-    """Batched (image, label) dataset; with mixup on, training labels are soft targets."""
-    if args.set != "CIFAR10":
-        raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
+def _cifar10(args, training, num_shards, shard_id):
     images, labels = load_cifar10(args.data_url, training)
     if labels.max() >= args.num_classes:
         raise UserInputError(f"{args.data_url} has labels up to {labels.max()} but num_classes is {args.num_classes}")
-    if num_shards and len(images) < num_shards:
-        raise UserInputError(f"{len(images)} images cannot be split over {num_shards} devices")
     dataset = ds.NumpySlicesDataset({"image": images, "label": labels}, shuffle=training,
                                     num_shards=num_shards, shard_id=shard_id)
-    transforms = cifar_train_transforms(args) if training else eval_transforms(args)
+    return dataset, len(images), [cifar_train_transforms(args) if training else eval_transforms(args)]
+
+
+def _imagenet(args, training, num_shards, shard_id):
+    folder = os.path.join(args.data_url, "train" if training else "val")
+    classes, samples = scan_class_folders(folder)
+    if len(classes) != args.num_classes:
+        raise UserInputError(f"{folder} has {len(classes)} class folders but num_classes is {args.num_classes}")
+    dataset = ds.GeneratorDataset(ImageFileSource(samples), column_names=["image", "label"], shuffle=training,
+                                  num_shards=num_shards, shard_id=shard_id,
+                                  num_parallel_workers=max(1, args.num_parallel_workers), python_multiprocessing=False)
+    seed = args.seed + (shard_id or 0)
+    return dataset, len(samples), (imagenet_train_transforms(args, seed) if training
+                                   else [imagenet_eval_transforms(args)])
+
+
+def create_dataset(args, training, num_shards=None, shard_id=None):
+    """Batched (image, label) dataset; with mixup on, training labels are soft targets."""
+    builders = {"CIFAR10": _cifar10, "ImageNet": _imagenet}
+    if args.set not in builders:
+        raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
+    dataset, num_samples, stages = builders[args.set](args, training, num_shards, shard_id)
+    if num_shards and num_samples < num_shards:
+        raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
     workers = max(1, args.num_parallel_workers)
-    dataset = dataset.map(transforms, input_columns="image", num_parallel_workers=workers)
+    for transforms in stages:
+        # a stage with Python transforms runs in worker processes, C++ ones in threads
+        python_ops = any(not hasattr(op, "parse") for op in transforms)
+        dataset = dataset.map(transforms, input_columns="image", num_parallel_workers=workers,
+                              python_multiprocessing=python_ops)
     dataset = dataset.map(lambda label: label.astype("int32"), input_columns="label")
-    batch_size = args.batch_size
-    if training and len(images) // (num_shards or 1) < batch_size:
-        raise UserInputError(f"batch_size {batch_size} is larger than the {len(images) // (num_shards or 1)} "
-                             "training images of this device")
-    dataset = dataset.batch(batch_size, drop_remainder=training, num_parallel_workers=workers)
+    per_device = num_samples // (num_shards or 1)
+    if training and per_device < args.batch_size:
+        raise UserInputError(f"batch_size {args.batch_size} is larger than the {per_device} training images "
+                             "of this device")
+    dataset = dataset.batch(args.batch_size, drop_remainder=training, num_parallel_workers=workers)
     if training and uses_mixup(args):
         mixup = Mixup(args.num_classes, mixup_alpha=args.mix_up, cutmix_alpha=args.cutmix, prob=args.mixup_prob,
                       switch_prob=args.switch_prob, label_smoothing=args.label_smoothing,

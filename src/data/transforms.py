@@ -2,6 +2,8 @@
 import mindspore.dataset.vision as vision
 from mindspore.dataset.vision import Inter
 
+from src.data.augment.auto_augment import rand_augment_from_string
+from src.data.augment.random_erasing import RandomErasing
 from src.errors import UserInputError
 
 INTERPOLATIONS = {"nearest": Inter.NEAREST, "bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC}
@@ -37,7 +39,27 @@ def cifar_train_transforms(args):
 
 
 def eval_transforms(args):
-    """Resize to image_size / crop_ratio and take the centre crop."""
+    """Resize to image_size / crop_ratio and take the centre crop (CIFAR: arrays, square already)."""
     size = resize_size(args)
     return [vision.Resize((size, size), interpolation_mode(args.interpolation)),
+            vision.CenterCrop(args.image_size)] + normalize_ops(args)
+
+
+def imagenet_train_transforms(args, seed=None):
+    """Two stages: C++ ops on the encoded bytes (RandomResizedCrop decoding only the crop, flip), then
+    per-image Python ops (RandAugment as timm's `auto_augment` string, normalise, random erasing),
+    which run in worker processes."""
+    decode_crop_flip = [vision.RandomCropDecodeResize(args.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                                                      interpolation=interpolation_mode(args.interpolation)),
+                        vision.RandomHorizontalFlip()]
+    augment = [rand_augment_from_string(args.auto_augment, seed=seed)] if args.auto_augment else []
+    augment += normalize_ops(args)
+    if args.re_prob > 0:
+        augment.append(RandomErasing(args.re_prob, mode=args.re_mode, max_count=args.re_count, seed=seed))
+    return decode_crop_flip, augment
+
+
+def imagenet_eval_transforms(args):
+    """Encoded bytes -> short side resized to image_size / crop_ratio, centre crop, normalise."""
+    return [vision.Decode(), vision.Resize(resize_size(args), interpolation_mode(args.interpolation)),
             vision.CenterCrop(args.image_size)] + normalize_ops(args)

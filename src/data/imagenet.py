@@ -1,0 +1,96 @@
+"""Image folders: ImageNet (`train/<class>/*.JPEG`, `val/<class>/*.JPEG`) and unlabeled images.
+
+Files are listed once and read by a random-access Python source that hands the encoded bytes
+to MindSpore's C++ decoders (train: `RandomCropDecodeResize` decodes only what the crop needs).
+A file that is not a readable image is skipped with a warning naming it, counted, and replaced by
+the next readable one, so a long run does not die on one bad file.
+"""
+import io
+import os
+import sys
+import threading
+
+import numpy as np
+from PIL import Image
+
+from src.errors import UserInputError
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+JPEG_END = b"\xff\xd9"
+JPEG_TAIL = 4096  # the end-of-image marker may be followed by some padding
+
+
+def _is_image_file(name):
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def scan_class_folders(root):
+    """(class names in sorted order, [(path, class index)]) of a folder of class folders."""
+    if not os.path.isdir(root):
+        raise UserInputError(f"image folder not found: {root}")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    samples = [(os.path.join(root, name, file_name), index)
+               for index, name in enumerate(classes)
+               for file_name in sorted(os.listdir(os.path.join(root, name))) if _is_image_file(file_name)]
+    if not samples:
+        raise UserInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {root}")
+    return classes, samples
+
+
+def scan_unlabeled(root, file_list=None):
+    """[(path, 0)] of every image under `root`, or of the relative paths listed in `file_list`."""
+    if not os.path.isdir(root):
+        raise UserInputError(f"image folder not found: {root}")
+    if file_list:
+        if not os.path.isfile(file_list):
+            raise UserInputError(f"file list not found: {file_list}")
+        with open(file_list, encoding="utf-8") as f:
+            paths = [os.path.join(root, line.strip()) for line in f if line.strip()]
+    else:
+        paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root)
+                       for name in names if _is_image_file(name))
+    if not paths:
+        raise UserInputError(f"no images in {file_list or root}")
+    return [(path, 0) for path in paths]
+
+
+class ImageFileSource:
+    """Random-access (encoded image bytes, label) source for `GeneratorDataset`."""
+
+    def __init__(self, samples, log=None):
+        self.samples = samples
+        self.skipped = set()
+        self._lock = threading.Lock()
+        self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        for offset in range(len(self.samples)):
+            path, label = self.samples[(index + offset) % len(self.samples)]
+            data = self.read(path)
+            if data is not None:
+                return data, np.int32(label)
+        raise UserInputError("none of the listed images can be read")
+
+    def read(self, path):
+        """The file's bytes, or None (after one warning) when it is not a readable image."""
+        if path in self.skipped:
+            return None
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()
+                if image.format == "JPEG" and JPEG_END not in data[-JPEG_TAIL:]:
+                    # libjpeg in MindSpore's decoder rejects truncated files; PIL's verify() does not see them
+                    raise OSError("truncated JPEG (no end-of-image marker)")
+        except Exception as err:  # PIL raises many types for bad files
+            with self._lock:
+                if path not in self.skipped:
+                    self.skipped.add(path)
+                    self._log(f"warning: skipping unreadable image {path} ({type(err).__name__}: {err}); "
+                              f"{len(self.skipped)} skipped so far")
+            return None
+        return np.frombuffer(data, np.uint8)
