@@ -1,0 +1,196 @@
+"""ImageNet-layout pipeline on real photos, and its augmentations against timm's own."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data import create_transform
+from timm.data import auto_augment as timm_aa
+from timm.data.random_erasing import RandomErasing as TimmRandomErasing
+
+from src.args import parse_args
+from src.data import create_dataset
+from src.data.augment.auto_augment import FILL, OPS, RAND_INCREASING_TRANSFORMS, rand_augment_from_string
+from src.data.augment.random_erasing import RandomErasing
+from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
+from src.data.sample_photos import bundled_photos, write_photo_imagenet
+from src.errors import UserInputError
+
+N_SAMPLES = 20000
+
+
+@pytest.fixture(scope="module")
+def imagenet(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("imagenet"))
+    write_photo_imagenet(root, num_classes=3, train_per_class=5, val_per_class=2)
+    return root
+
+
+def imagenet_args(root, *extra):
+    return parse_args(["--set", "ImageNet", "--data_url", root, "--num_classes", "3", "--image_size", "96",
+                       "--batch_size", "4", "--interpolation", "bicubic", "--num_parallel_workers", "2", *extra])
+
+
+def ks_statistic(a, b):
+    """Two-sample Kolmogorov-Smirnov distance."""
+    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
+    grid = np.concatenate([a, b])
+    return np.abs(np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b)).max()
+
+
+def ks_limit(n, m):
+    return 1.95 * np.sqrt((n + m) / (n * m))  # alpha = 0.001
+
+
+# ----- folders ----- #
+
+def test_class_folders_sorted_and_checked(imagenet, tmp_path):
+    classes, samples = scan_class_folders(os.path.join(imagenet, "train"))
+    assert classes == sorted(classes) and len(samples) == 15
+    assert {label for _, label in samples} == {0, 1, 2}
+    with pytest.raises(UserInputError, match="3 class folders but num_classes is 5"):
+        create_dataset(imagenet_args(imagenet, "--num_classes", "5"), training=True)
+    (tmp_path / "train" / "empty_class").mkdir(parents=True)
+    with pytest.raises(UserInputError, match="no images"):
+        scan_class_folders(str(tmp_path / "train"))
+    with pytest.raises(UserInputError, match="image folder not found"):
+        scan_class_folders(str(tmp_path / "missing"))
+
+
+def test_unlabeled_images_from_a_folder_or_a_file_list(imagenet, tmp_path):
+    train = os.path.join(imagenet, "train")
+    assert len(scan_unlabeled(train)) == 15
+    names = sorted(os.listdir(os.path.join(train, "n00000001")))[:2]
+    file_list = tmp_path / "list.txt"
+    file_list.write_text("".join(f"n00000001/{name}\n" for name in names))
+    assert [path for path, _ in scan_unlabeled(train, str(file_list))] == \
+        [os.path.join(train, "n00000001", name) for name in names]
+    with pytest.raises(UserInputError, match="no images"):
+        scan_unlabeled(str(tmp_path))
+
+
+def test_bad_files_are_skipped_with_a_warning_and_counted(imagenet, tmp_path):
+    root = tmp_path / "data"
+    write_photo_imagenet(str(root), num_classes=3, train_per_class=4, val_per_class=1)
+    class_dir = root / "train" / "n00000000"
+    (class_dir / "not_an_image.JPEG").write_bytes(b"plain text, not a JPEG")
+    good = sorted(class_dir.glob("*.JPEG"))[0].read_bytes()
+    (class_dir / "truncated.JPEG").write_bytes(good[:len(good) // 2])
+    messages = []
+    _, samples = scan_class_folders(str(root / "train"))
+    source = ImageFileSource(samples, log=messages.append)
+    read = [source[index] for index in range(len(source))]
+    assert len(read) == 14 and len(source.skipped) == 2
+    assert any("not_an_image.JPEG" in m for m in messages) and any("truncated.JPEG" in m for m in messages)
+    # the whole pipeline runs through the bad files
+    batches = list(create_dataset(imagenet_args(str(root), "--auto_augment", "rand-m9-mstd0.5-inc1",
+                                                "--re_prob", "0.25"), training=True)
+                   .create_tuple_iterator(output_numpy=True, num_epochs=1))
+    assert len(batches) == 14 // 4
+    for images, labels in batches:
+        assert images.shape == (4, 3, 96, 96) and images.dtype == np.float32 and labels.dtype == np.int32
+
+
+def test_eval_transform_matches_timm(imagenet):
+    args = imagenet_args(imagenet, "--image_size", "224", "--mean", "[0.485, 0.456, 0.406]",
+                         "--std", "[0.229, 0.224, 0.225]")
+    ours = np.concatenate([b[0] for b in create_dataset(args, training=False)
+                           .create_tuple_iterator(output_numpy=True, num_epochs=1)])
+    reference_transform = create_transform(224, is_training=False, interpolation="bicubic", crop_pct=0.875)
+    _, samples = scan_class_folders(os.path.join(imagenet, "val"))
+    reference = np.stack([reference_transform(Image.open(path).convert("RGB")).numpy() for path, _ in samples])
+    assert ours.shape == reference.shape == (6, 3, 224, 224)
+    # same geometry; only the bicubic kernels (OpenCV vs PIL) differ
+    assert np.abs(ours - reference).mean() < 0.05
+
+
+# ----- RandAugment ----- #
+
+def timm_rand_augment_draws(policy, count):
+    """[(op name, argument)] that timm's own transform applies to each of `count` images."""
+    transform = timm_aa.rand_augment_transform(policy, {"translate_const": 100, "img_mean": FILL})
+    draws = []
+    for op in transform.ops:
+        def record(img, *args, name=op.name, **kwargs):
+            draws[-1].append((name, args[0] if args else None))
+            return img
+        op.aug_fn = record
+    random.seed(0)
+    np.random.seed(0)
+    image = Image.new("RGB", (4, 4))
+    for _ in range(count):
+        draws.append([])
+        transform(image)
+    return draws
+
+
+def test_rand_augment_draws_match_timm():
+    policy = "rand-m9-mstd0.5-inc1"
+    ours_aug = rand_augment_from_string(policy, seed=0)
+    assert ours_aug.transforms == RAND_INCREASING_TRANSFORMS and ours_aug.magnitude == 9
+    ours = [ours_aug.sample() for _ in range(N_SAMPLES)]
+    reference = timm_rand_augment_draws(policy, N_SAMPLES)
+    # how many ops apply per image (each of 2 layers with probability 0.5)
+    counts_ours = np.bincount([len(d) for d in ours], minlength=3) / N_SAMPLES
+    counts_ref = np.bincount([len(d) for d in reference], minlength=3) / N_SAMPLES
+    np.testing.assert_allclose(counts_ours, counts_ref, atol=0.02)
+    np.testing.assert_allclose(counts_ours, [0.25, 0.5, 0.25], atol=0.02)
+    flat_ours = [draw for image in ours for draw in image]
+    flat_ref = [draw for image in reference for draw in image]
+    for name in RAND_INCREASING_TRANSFORMS:
+        args_ours = [arg for op, arg in flat_ours if op == name]
+        args_ref = [arg for op, arg in flat_ref if op == name]
+        assert abs(len(args_ours) / len(flat_ours) - len(args_ref) / len(flat_ref)) < 0.01, name
+        if args_ref[0] is not None:  # the op's argument distribution: magnitude noise, scaling, sign
+            assert ks_statistic(args_ours, args_ref) < ks_limit(len(args_ours), len(args_ref)), name
+
+
+def test_rand_augment_policy_strings():
+    aug = rand_augment_from_string("rand-m7-n3-p0.8-mstd1000")
+    assert (aug.magnitude, aug.num_layers, aug.prob, aug.magnitude_std) == (7, 3, 0.8, float("inf"))
+    assert "PosterizeIncreasing" not in aug.transforms
+    for bad in ("original", "rand-x3", "rand-m9-q1"):
+        with pytest.raises(UserInputError, match="auto_augment"):
+            rand_augment_from_string(bad)
+
+
+class FixedRandom:
+    """An rng whose draws pick the first branch: no sign flip, bilinear resampling."""
+
+    @staticmethod
+    def random():
+        return 0.1
+
+
+@pytest.mark.parametrize("name, arg", [
+    ("AutoContrast", None), ("Equalize", None), ("Invert", None), ("Rotate", 17.0), ("PosterizeIncreasing", 2),
+    ("SolarizeIncreasing", 100), ("SolarizeAdd", 60), ("ColorIncreasing", 1.6), ("ContrastIncreasing", 0.4),
+    ("BrightnessIncreasing", 1.5), ("SharpnessIncreasing", 0.3), ("ShearX", 0.2), ("ShearY", -0.25),
+    ("TranslateXRel", 0.3), ("TranslateYRel", -0.2)])
+def test_each_op_matches_timms_op(name, arg):
+    photo = np.ascontiguousarray(bundled_photos()[0][100:260, 200:400])
+    ours = np.asarray(OPS[name](photo, arg, FixedRandom()))
+    args = () if arg is None else (arg,)
+    reference = np.asarray(timm_aa.NAME_TO_OP[name](Image.fromarray(photo), *args, fillcolor=FILL,
+                                                    resample=Image.BILINEAR))
+    np.testing.assert_array_equal(ours, reference)
+
+
+# ----- random erasing ----- #
+
+def test_random_erasing_matches_timm_statistics():
+    ours_op = RandomErasing(prob=0.25, mode="pixel", max_count=2, seed=0)
+    reference_op = TimmRandomErasing(probability=0.25, mode="pixel", max_count=2, device="cpu")
+    random.seed(0)
+    torch.manual_seed(0)
+    count = 4000
+    ours = [ours_op(np.zeros((3, 32, 48), np.float32)) for _ in range(count)]
+    reference = [reference_op(torch.zeros(3, 32, 48)).numpy() for _ in range(count)]
+    area_ours = [float((image != 0).any(0).mean()) for image in ours]
+    area_ref = [float((image != 0).any(0).mean()) for image in reference]
+    assert abs(np.mean(np.array(area_ours) > 0) - np.mean(np.array(area_ref) > 0)) < 0.03
+    assert ks_statistic(area_ours, area_ref) < ks_limit(count, count)
+    noise = np.concatenate([image[image != 0] for image in ours])
+    assert abs(noise.mean()) < 0.02 and abs(noise.std() - 1) < 0.02  # per-pixel N(0, 1)
