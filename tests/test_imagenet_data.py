@@ -12,7 +12,9 @@ from timm.data.random_erasing import RandomErasing as TimmRandomErasing
 
 from src.args import parse_args
 from src.data import create_dataset
-from src.data.augment.auto_augment import FILL, OPS, RAND_INCREASING_TRANSFORMS, rand_augment_from_string
+from src.data.transforms import imagenet_train_transforms
+from src.data.augment.auto_augment import (FILL, OPS, RAND_INCREASING_TRANSFORMS, AutoAugment, GeometryStyle,
+                                          augmentation_from_string)
 from src.data.augment.random_erasing import RandomErasing
 from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
 from src.data.sample_photos import bundled_photos, write_photo_imagenet
@@ -108,11 +110,11 @@ def test_eval_transform_matches_timm(imagenet):
 
 # ----- RandAugment ----- #
 
-def timm_rand_augment_draws(policy, count):
-    """[(op name, argument)] that timm's own transform applies to each of `count` images."""
-    transform = timm_aa.rand_augment_transform(policy, {"translate_const": 100, "img_mean": FILL})
+def timm_draws(transform, count):
+    """[(op name, argument)] that one of timm's own augmentation transforms applies to each of `count` images."""
+    ops = transform.ops if hasattr(transform, "ops") else [op for sub in transform.policy for op in sub]
     draws = []
-    for op in transform.ops:
+    for op in ops:
         def record(img, *args, name=op.name, **kwargs):
             draws[-1].append((name, args[0] if args else None))
             return img
@@ -126,55 +128,72 @@ def timm_rand_augment_draws(policy, count):
     return draws
 
 
-def test_rand_augment_draws_match_timm():
-    policy = "rand-m9-mstd0.5-inc1"
-    ours_aug = rand_augment_from_string(policy, seed=0)
-    assert ours_aug.transforms == RAND_INCREASING_TRANSFORMS and ours_aug.magnitude == 9
-    ours = [ours_aug.sample() for _ in range(N_SAMPLES)]
-    reference = timm_rand_augment_draws(policy, N_SAMPLES)
-    # how many ops apply per image (each of 2 layers with probability 0.5)
-    counts_ours = np.bincount([len(d) for d in ours], minlength=3) / N_SAMPLES
-    counts_ref = np.bincount([len(d) for d in reference], minlength=3) / N_SAMPLES
+def assert_same_draws(ours, reference, names):
+    """Same distribution of op count per image, op frequencies and per-op argument distributions."""
+    counts_ours = np.bincount([len(d) for d in ours], minlength=4) / len(ours)
+    counts_ref = np.bincount([len(d) for d in reference], minlength=4) / len(reference)
     np.testing.assert_allclose(counts_ours, counts_ref, atol=0.02)
-    np.testing.assert_allclose(counts_ours, [0.25, 0.5, 0.25], atol=0.02)
     flat_ours = [draw for image in ours for draw in image]
     flat_ref = [draw for image in reference for draw in image]
-    for name in RAND_INCREASING_TRANSFORMS:
+    for name in names:
         args_ours = [arg for op, arg in flat_ours if op == name]
         args_ref = [arg for op, arg in flat_ref if op == name]
         assert abs(len(args_ours) / len(flat_ours) - len(args_ref) / len(flat_ref)) < 0.01, name
-        if args_ref[0] is not None:  # the op's argument distribution: magnitude noise, scaling, sign
+        if args_ref and args_ref[0] is not None:  # the argument distribution: magnitude noise, scaling, sign
             assert ks_statistic(args_ours, args_ref) < ks_limit(len(args_ours), len(args_ref)), name
 
 
-def test_rand_augment_policy_strings():
-    aug = rand_augment_from_string("rand-m7-n3-p0.8-mstd1000")
+def test_rand_augment_draws_match_timm():
+    policy = "rand-m9-mstd0.5-inc1"
+    ours_aug = augmentation_from_string(policy, seed=0)
+    assert ours_aug.transforms == RAND_INCREASING_TRANSFORMS and ours_aug.magnitude == 9
+    ours = [ours_aug.sample() for _ in range(N_SAMPLES)]
+    reference = timm_draws(timm_aa.rand_augment_transform(policy, {"img_mean": FILL}), N_SAMPLES)
+    np.testing.assert_allclose(np.bincount([len(d) for d in ours]) / N_SAMPLES, [0.25, 0.5, 0.25], atol=0.02)
+    assert_same_draws(ours, reference, RAND_INCREASING_TRANSFORMS)
+
+
+@pytest.mark.parametrize("policy", ["original", "v0", "v0-mstd0.5"])
+def test_auto_augment_policies_match_timm(policy):
+    ours_aug = augmentation_from_string(policy, seed=0)
+    assert isinstance(ours_aug, AutoAugment) and len(ours_aug.policy) == 25
+    ours = [ours_aug.sample() for _ in range(N_SAMPLES)]
+    reference = timm_draws(timm_aa.auto_augment_transform(policy, {"img_mean": FILL}), N_SAMPLES)
+    assert_same_draws(ours, reference, {name for sub in ours_aug.policy for name, _, _ in sub})
+
+
+def test_augmentation_policy_strings():
+    aug = augmentation_from_string("rand-m7-n3-p0.8-mstd1000")
     assert (aug.magnitude, aug.num_layers, aug.prob, aug.magnitude_std) == (7, 3, 0.8, float("inf"))
     assert "PosterizeIncreasing" not in aug.transforms
-    for bad in ("original", "rand-x3", "rand-m9-q1"):
+    for bad in ("augmix-m5", "rand-x3", "rand-m9-q1", "v0-m3"):
         with pytest.raises(UserInputError, match="auto_augment"):
-            rand_augment_from_string(bad)
+            augmentation_from_string(bad)
 
 
-class FixedRandom:
-    """An rng whose draws pick the first branch: no sign flip, bilinear resampling."""
-
-    @staticmethod
-    def random():
-        return 0.1
+def test_pipeline_uses_timms_augmentation_hyperparameters(imagenet):
+    """create_transform fills geometric ops with the mean colour and uses the configured interpolation."""
+    args = imagenet_args(imagenet, "--auto_augment", "rand-m9-mstd0.5-inc1")
+    augmentation = next(op for op in imagenet_train_transforms(args) if hasattr(op, "sample"))
+    reference = create_transform(96, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic")
+    timm_op = next(t for t in reference.transforms if hasattr(t, "ops")).ops[0]
+    assert augmentation.style.fill == timm_op.kwargs["fillcolor"]
+    assert augmentation.style.resample == timm_op.kwargs["resample"] == Image.BICUBIC
 
 
 @pytest.mark.parametrize("name, arg", [
     ("AutoContrast", None), ("Equalize", None), ("Invert", None), ("Rotate", 17.0), ("PosterizeIncreasing", 2),
-    ("SolarizeIncreasing", 100), ("SolarizeAdd", 60), ("ColorIncreasing", 1.6), ("ContrastIncreasing", 0.4),
-    ("BrightnessIncreasing", 1.5), ("SharpnessIncreasing", 0.3), ("ShearX", 0.2), ("ShearY", -0.25),
-    ("TranslateXRel", 0.3), ("TranslateYRel", -0.2)])
-def test_each_op_matches_timms_op(name, arg):
+    ("PosterizeOriginal", 5), ("SolarizeIncreasing", 100), ("SolarizeAdd", 60), ("ColorIncreasing", 1.6),
+    ("ContrastIncreasing", 0.4), ("BrightnessIncreasing", 1.5), ("SharpnessIncreasing", 0.3), ("ShearX", 0.2),
+    ("ShearY", -0.25), ("TranslateXRel", 0.3), ("TranslateYRel", -0.2)])
+@pytest.mark.parametrize("resample", [Image.BILINEAR, Image.BICUBIC])
+def test_each_op_matches_timms_op(name, arg, resample):
     photo = np.ascontiguousarray(bundled_photos()[0][100:260, 200:400])
-    ours = np.asarray(OPS[name](photo, arg, FixedRandom()))
+    style = GeometryStyle(fill=(124, 116, 104), resample=resample)
+    ours = np.asarray(OPS[name](photo, arg, np.random.default_rng(0), style))
     args = () if arg is None else (arg,)
-    reference = np.asarray(timm_aa.NAME_TO_OP[name](Image.fromarray(photo), *args, fillcolor=FILL,
-                                                    resample=Image.BILINEAR))
+    reference = np.asarray(timm_aa.NAME_TO_OP[name](Image.fromarray(photo), *args, fillcolor=(124, 116, 104),
+                                                    resample=resample))
     np.testing.assert_array_equal(ours, reference)
 
 
@@ -194,3 +213,15 @@ def test_random_erasing_matches_timm_statistics():
     assert ks_statistic(area_ours, area_ref) < ks_limit(count, count)
     noise = np.concatenate([image[image != 0] for image in ours])
     assert abs(noise.mean()) < 0.02 and abs(noise.std() - 1) < 0.02  # per-pixel N(0, 1)
+
+
+def test_train_py_runs_on_an_imagenet_folder_with_the_seed_augmentation(imagenet, tmp_path):
+    from conftest import TINY_CONFIG, run_script
+
+    result = run_script("train.py", "--config", TINY_CONFIG, "--set", "ImageNet", "--data_url", imagenet,
+                        "--train_url", str(tmp_path), "--num_classes", "3", "--image_size", "64", "--batch_size", "4",
+                        "--epochs", "2", "--interpolation", "bicubic", "--auto_augment", "rand-m9-mstd0.5-inc1",
+                        "--re_prob", "0.25", "--mix_up", "0.8", "--cutmix", "1.0", "--log_interval", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len([line for line in result.stdout.splitlines() if " loss is " in line]) == 2 * (15 // 4)
+    assert "epoch: 0002 acc: " in result.stdout  # evaluated on val/

@@ -23,7 +23,7 @@ def _cifar10(args, training, num_shards, shard_id):
         raise UserInputError(f"{args.data_url} has labels up to {labels.max()} but num_classes is {args.num_classes}")
     dataset = ds.NumpySlicesDataset({"image": images, "label": labels}, shuffle=training,
                                     num_shards=num_shards, shard_id=shard_id)
-    return dataset, len(images), [cifar_train_transforms(args) if training else eval_transforms(args)]
+    return dataset, len(images), cifar_train_transforms(args) if training else eval_transforms(args)
 
 
 def _imagenet(args, training, num_shards, shard_id):
@@ -31,12 +31,12 @@ def _imagenet(args, training, num_shards, shard_id):
     classes, samples = scan_class_folders(folder)
     if len(classes) != args.num_classes:
         raise UserInputError(f"{folder} has {len(classes)} class folders but num_classes is {args.num_classes}")
+    # one reader thread: more contend for the GIL and read several times slower
     dataset = ds.GeneratorDataset(ImageFileSource(samples), column_names=["image", "label"], shuffle=training,
-                                  num_shards=num_shards, shard_id=shard_id,
-                                  num_parallel_workers=max(1, args.num_parallel_workers), python_multiprocessing=False)
+                                  num_shards=num_shards, shard_id=shard_id, num_parallel_workers=1,
+                                  python_multiprocessing=False)
     seed = args.seed + (shard_id or 0)
-    return dataset, len(samples), (imagenet_train_transforms(args, seed) if training
-                                   else [imagenet_eval_transforms(args)])
+    return dataset, len(samples), imagenet_train_transforms(args, seed) if training else imagenet_eval_transforms(args)
 
 
 def create_dataset(args, training, num_shards=None, shard_id=None):
@@ -44,15 +44,11 @@ def create_dataset(args, training, num_shards=None, shard_id=None):
     builders = {"CIFAR10": _cifar10, "ImageNet": _imagenet}
     if args.set not in builders:
         raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
-    dataset, num_samples, stages = builders[args.set](args, training, num_shards, shard_id)
+    dataset, num_samples, transforms = builders[args.set](args, training, num_shards, shard_id)
     if num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
     workers = max(1, args.num_parallel_workers)
-    for transforms in stages:
-        # a stage with Python transforms runs in worker processes, C++ ones in threads
-        python_ops = any(not hasattr(op, "parse") for op in transforms)
-        dataset = dataset.map(transforms, input_columns="image", num_parallel_workers=workers,
-                              python_multiprocessing=python_ops)
+    dataset = dataset.map(transforms, input_columns="image", num_parallel_workers=workers)
     dataset = dataset.map(lambda label: label.astype("int32"), input_columns="label")
     per_device = num_samples // (num_shards or 1)
     if training and per_device < args.batch_size:

@@ -2,7 +2,9 @@
 import mindspore.dataset.vision as vision
 from mindspore.dataset.vision import Inter
 
-from src.data.augment.auto_augment import rand_augment_from_string
+from PIL import Image
+
+from src.data.augment.auto_augment import GeometryStyle, augmentation_from_string
 from src.data.augment.random_erasing import RandomErasing
 from src.errors import UserInputError
 
@@ -45,18 +47,29 @@ def eval_transforms(args):
             vision.CenterCrop(args.image_size)] + normalize_ops(args)
 
 
+PIL_INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
 def imagenet_train_transforms(args, seed=None):
-    """Two stages: C++ ops on the encoded bytes (RandomResizedCrop decoding only the crop, flip), then
-    per-image Python ops (RandAugment as timm's `auto_augment` string, normalise, random erasing),
-    which run in worker processes."""
-    decode_crop_flip = [vision.RandomCropDecodeResize(args.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                                                      interpolation=interpolation_mode(args.interpolation)),
-                        vision.RandomHorizontalFlip()]
-    augment = [rand_augment_from_string(args.auto_augment, seed=seed)] if args.auto_augment else []
-    augment += normalize_ops(args)
+    """Encoded bytes -> C++ RandomResizedCrop (decoding only the crop), flip, timm's `auto_augment` policy,
+    C++ normalisation, random erasing.
+
+    One map runs them all in threads: PIL and NumPy release the GIL in their heavy parts, and worker
+    processes or more stages measured slower here (bench/data_pipeline.py).
+    """
+    ops = [vision.RandomCropDecodeResize(args.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                                         interpolation=interpolation_mode(args.interpolation)),
+           vision.RandomHorizontalFlip()]
+    if args.auto_augment:
+        # as timm's create_transform: geometric ops fill with the mean colour and use the configured
+        # interpolation
+        style = GeometryStyle(fill=[min(255, round(255 * m)) for m in args.mean],
+                              resample=PIL_INTERPOLATIONS[args.interpolation])
+        ops.append(augmentation_from_string(args.auto_augment, style=style, seed=seed))
+    ops += normalize_ops(args)
     if args.re_prob > 0:
-        augment.append(RandomErasing(args.re_prob, mode=args.re_mode, max_count=args.re_count, seed=seed))
-    return decode_crop_flip, augment
+        ops.append(RandomErasing(args.re_prob, mode=args.re_mode, max_count=args.re_count, seed=seed))
+    return ops
 
 
 def imagenet_eval_transforms(args):

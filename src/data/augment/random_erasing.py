@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 
-from src.data.augment import ProcessLocalRandom
 from src.errors import UserInputError
 
 MODES = ("pixel", "rand", "const")
@@ -25,36 +24,39 @@ class RandomErasing:
         self.max_count = max_count
         self.min_area, self.max_area = min_area, max_area
         self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
-        self.random = ProcessLocalRandom(seed)
+        self.rng = np.random.default_rng(seed)
 
     def fill(self, channels, height, width):
         if self.mode == "pixel":
-            return self.random.rng.standard_normal((channels, height, width), dtype=np.float32)
+            return self.rng.standard_normal((channels, height, width), dtype=np.float32)
         if self.mode == "rand":
-            return self.random.rng.standard_normal((channels, 1, 1), dtype=np.float32)
+            return self.rng.standard_normal((channels, 1, 1), dtype=np.float32)
         return np.zeros((channels, 1, 1), np.float32)
 
     def boxes(self, height, width):
         """(top, left, h, w) of the boxes to erase in one image."""
-        if self.random.rng.random() > self.prob:
+        if self.rng.random() > self.prob:
             return []
-        count = 1 if self.max_count == 1 else int(self.random.rng.integers(1, self.max_count + 1))
+        count = 1 if self.max_count == 1 else int(self.rng.integers(1, self.max_count + 1))
         boxes = []
         for _ in range(count):
             for _attempt in range(10):
-                target_area = self.random.rng.uniform(self.min_area, self.max_area) * height * width / count
-                aspect = math.exp(self.random.rng.uniform(*self.log_aspect))
+                target_area = self.rng.uniform(self.min_area, self.max_area) * height * width / count
+                aspect = math.exp(self.rng.uniform(*self.log_aspect))
                 box_h = int(round(math.sqrt(target_area * aspect)))
                 box_w = int(round(math.sqrt(target_area / aspect)))
                 if box_w < width and box_h < height:
-                    boxes.append((int(self.random.rng.integers(0, height - box_h + 1)),
-                                  int(self.random.rng.integers(0, width - box_w + 1)), box_h, box_w))
+                    boxes.append((int(self.rng.integers(0, height - box_h + 1)),
+                                  int(self.rng.integers(0, width - box_w + 1)), box_h, box_w))
                     break
         return boxes
 
     def __call__(self, image):
-        image = np.array(image, dtype=np.float32)
         channels, height, width = image.shape
-        for top, left, box_h, box_w in self.boxes(height, width):
+        boxes = self.boxes(height, width)
+        if not boxes:  # most images: no copy
+            return image
+        image = np.array(image, dtype=np.float32)
+        for top, left, box_h, box_w in boxes:
             image[:, top:top + box_h, left:left + box_w] = self.fill(channels, box_h, box_w)
         return image
