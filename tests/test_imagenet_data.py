@@ -61,6 +61,24 @@ def test_class_folders_sorted_and_checked(imagenet, tmp_path):
         scan_class_folders(str(tmp_path / "missing"))
 
 
+def test_empty_class_folder_keeps_its_index_with_a_warning(tmp_path):
+    write_photo_imagenet(str(tmp_path), num_classes=2, train_per_class=2, val_per_class=1)
+    (tmp_path / "train" / "n00000000a_empty").mkdir()
+    messages = []
+    classes, samples = scan_class_folders(str(tmp_path / "train"), log=messages.append)
+    assert classes == ["n00000000", "n00000000a_empty", "n00000001"]
+    assert sorted({label for _, label in samples}) == [0, 2]
+    assert messages == [f"warning: class folders without images in {tmp_path / 'train'}: n00000000a_empty"]
+
+
+def test_shards_partition_an_image_folder(imagenet):
+    args = imagenet_args(imagenet, "--batch_size", "1")
+    seen = [int(label[0]) for shard in range(3) for _, label in
+            create_dataset(args, training=True, num_shards=3, shard_id=shard)
+            .create_tuple_iterator(output_numpy=True, num_epochs=1)]
+    assert sorted(seen) == sorted(label for _, label in scan_class_folders(os.path.join(imagenet, "train"))[1])
+
+
 def test_unlabeled_images_from_a_folder_or_a_file_list(imagenet, tmp_path):
     train = os.path.join(imagenet, "train")
     assert len(scan_unlabeled(train)) == 15

@@ -78,6 +78,29 @@ def test_mixup_targets_match_timm():
         np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
+@pytest.mark.parametrize("use_cutmix", [False, True])
+def test_mixed_batches_equal_timms_for_the_same_lambda_and_box(use_cutmix, monkeypatch):
+    import timm.data.mixup as timm_mixup
+
+    import src.data.augment.mixup as mixup_module
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((6, 3, 20, 24)).astype(np.float32)
+    labels = np.array([0, 3, 1, 4, 2, 3])
+    box = (2, 15, 5, 19)  # rows 2..15, columns 5..19: the area actually pasted
+    reference = timm_mixup.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=5)
+    monkeypatch.setattr(reference, "_params_per_batch", lambda: (0.6, use_cutmix))
+    monkeypatch.setattr(timm_mixup, "rand_bbox", lambda *args, **kwargs: box)
+    ref_images, ref_targets = reference(torch.tensor(images), torch.tensor(labels))
+    ours = Mixup(num_classes=5, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
+    monkeypatch.setattr(ours, "sample_params", lambda: (0.6, use_cutmix))
+    monkeypatch.setattr(mixup_module, "cutmix_box", lambda *args: box)
+    mixed, targets = ours(images, labels)
+    np.testing.assert_allclose(mixed, ref_images.numpy(), atol=1e-6)
+    np.testing.assert_allclose(targets, ref_targets.numpy(), atol=1e-6)
+    np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+
+
 def test_cutmix_pastes_the_flipped_batch_and_corrects_lambda():
     images = np.stack([np.full((3, 16, 16), value, np.float32) for value in range(4)])
     labels = np.array([0, 1, 2, 3])

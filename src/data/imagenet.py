@@ -24,8 +24,11 @@ def _is_image_file(name):
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def scan_class_folders(root):
-    """(class names in sorted order, [(path, class index)]) of a folder of class folders."""
+def scan_class_folders(root, log=None):
+    """(class names in sorted order, [(path, class index)]) of a folder of class folders.
+
+    An empty class folder keeps its index (the class count must still match the model) with a warning.
+    """
     if not os.path.isdir(root):
         raise UserInputError(f"image folder not found: {root}")
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
@@ -34,7 +37,14 @@ def scan_class_folders(root):
                for file_name in sorted(os.listdir(os.path.join(root, name))) if _is_image_file(file_name)]
     if not samples:
         raise UserInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {root}")
+    empty = sorted(set(classes) - {classes[label] for _, label in samples})
+    if empty:
+        (log or _warn)(f"warning: class folders without images in {root}: {', '.join(empty)}")
     return classes, samples
+
+
+def _warn(message):
+    print(message, file=sys.stderr, flush=True)
 
 
 def scan_unlabeled(root, file_list=None):
@@ -61,7 +71,7 @@ class ImageFileSource:
         self.samples = samples
         self.skipped = set()
         self._lock = threading.Lock()
-        self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self._log = log or _warn
 
     def __len__(self):
         return len(self.samples)
