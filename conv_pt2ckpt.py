@@ -1,6 +1,11 @@
 """Convert published PyTorch (.pth) and BiT (.npz) checkpoints into MindSpore .ckpt files.
 
     python conv_pt2ckpt.py --pth_file BiT-M-R101x3.npz --ckpt_file bit_m_r101x3.ckpt [--arch bit_m_r101x3]
+    python conv_pt2ckpt.py --pth_file beit_base_patch16_224_pt22k_ft22k.pth --ckpt_file pretrained_beit.ckpt \
+        --arch beit_base_patch16_224_pt22k_ft22k [--img_size 384]
+
+BiT's depths and width are read off the weights; transformers need --arch (and --img_size to
+resize position embeddings and relative position tables for another resolution).
 """
 import argparse
 import os
@@ -9,6 +14,7 @@ import numpy as np
 
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model
+from src.models.beit.convert import convert_beit_weights, is_beit_state_dict
 from src.models.bit.convert import convert_bit_weights
 from src.tools.checkpoint import load_weights, save_checkpoint
 
@@ -51,18 +57,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pth_file", required=True, help="published checkpoint: .pth / .pt / .npz")
     parser.add_argument("--ckpt_file", required=True, help="MindSpore checkpoint to write")
-    parser.add_argument("--arch", default=None, help="check the result against this registered model")
+    parser.add_argument("--arch", default=None, help="the registered model the weights are for")
+    parser.add_argument("--img_size", type=int, default=None, help="transformers: target resolution")
     args = parser.parse_args(argv)
 
-    weights = convert_bit_weights(read_published_weights(args.pth_file))
-    model_kwargs = bit_arch_kwargs(weights)
-    if args.arch:
-        model_kwargs = {"num_classes": model_kwargs["num_classes"]}
-    network = create_model(args.arch or "bit_m_r50x1", **model_kwargs)
+    published = read_published_weights(args.pth_file)
+    if is_beit_state_dict(published):
+        if not args.arch:
+            raise UserInputError("a transformer checkpoint needs --arch (e.g. beit_base_patch16_224)")
+        head = published.get("head.weight")
+        network = create_model(args.arch, img_size=args.img_size,
+                               num_classes=None if head is None else head.shape[0])
+        weights = convert_beit_weights(published, network)
+    else:
+        weights = convert_bit_weights(published)
+        model_kwargs = bit_arch_kwargs(weights)
+        if args.arch:
+            model_kwargs = {"num_classes": model_kwargs["num_classes"]}
+        network = create_model(args.arch or "bit_m_r50x1", **model_kwargs)
     load_weights(network, weights, args.pth_file)
     save_checkpoint(network, args.ckpt_file)
-    print(f"wrote {args.ckpt_file}: {len(weights)} tensors, "
-          f"{sum(int(np.prod(v.shape)) for v in weights.values()) / 1e6:.1f}M parameters")
+    sizes = [int(np.prod(param.shape)) for param in network.get_parameters()]
+    print(f"wrote {args.ckpt_file}: {len(sizes)} tensors, {sum(sizes) / 1e6:.1f}M parameters")
 
 
 if __name__ == "__main__":

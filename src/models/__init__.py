@@ -1,5 +1,5 @@
 """Models: `create_model(name, **kwargs)` builds any registered variant."""
-from src.models import bit  # noqa: F401  (registers the BiT variants)
+from src.models import beit, bit  # noqa: F401  (registers the variants)
 from src.models.registry import create_model, list_models, register_model
 
 

@@ -1,0 +1,3 @@
+from src.models.beit.beit import Beit
+
+__all__ = ["Beit"]

@@ -1,0 +1,103 @@
+"""Map unilm BEiT / BEiT v2 and timm `beit_*` state dicts onto `Beit`'s parameter names.
+
+Names match already (both follow unilm) except LayerNorm's weight / bias (gamma / beta here).
+`relative_position_index` buffers are dropped (rebuilt by the model). A shared
+`rel_pos_bias.relative_position_bias_table` is copied into every block when the target model has
+per-block tables. When the target resolution differs, absolute position embeddings are resized
+bicubically and relative position tables with the geometric-progression grid of unilm, linearly as
+timm does without SciPy.
+"""
+import re
+
+import numpy as np
+
+from src.errors import UserInputError
+
+SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
+LAYER_NORMS = re.compile(r"(^|\.)(norm\d?|fc_norm)\.(weight|bias)$")
+
+
+def is_beit_state_dict(weights):
+    return "cls_token" in weights and any(key.endswith("attn.qkv.weight") for key in weights)
+
+
+def _rename(key):
+    match = LAYER_NORMS.search(key)
+    if match:
+        return key[:match.start(3)] + ("gamma" if match.group(3) == "weight" else "beta")
+    return key
+
+
+def _geometric_positions(src, dst):
+    """unilm's source positions: spaced by a geometric progression so the outer ones reach dst // 2."""
+    left, right = 1.01, 1.5
+    while right - left > 1e-6:
+        ratio = (left + right) / 2.0
+        if (1.0 - ratio ** (src // 2)) / (1.0 - ratio) > dst // 2:
+            right = ratio
+        else:
+            left = ratio
+    distances, current = [], 1.0
+    for i in range(src // 2):
+        distances.append(current)
+        current += ratio ** (i + 1)
+    return np.array([-d for d in reversed(distances)] + [0.0] + distances)
+
+
+def resize_rel_pos_table(table, new_window):
+    """(num_distances, heads) table for another window size; the 3 cls rows are kept as they are."""
+    heads = table.shape[1]
+    src = int(round(np.sqrt(table.shape[0] - 3)))
+    dst_h, dst_w = 2 * new_window[0] - 1, 2 * new_window[1] - 1
+    if (src, src) == (dst_h, dst_w):
+        return table
+    grid, extra = table[:-3].reshape(src, src, heads), table[-3:]
+    ys, xs = _geometric_positions(src, dst_h), _geometric_positions(src, dst_w)
+    target_y = np.arange(-(dst_h // 2), dst_h // 2 + 0.1)
+    target_x = np.arange(-(dst_w // 2), dst_w // 2 + 0.1)
+    # bilinear on the rectilinear source grid: along x for every source row, then along y
+    along_x = np.stack([[np.interp(target_x, xs, grid[row, :, head]) for head in range(heads)]
+                        for row in range(src)])                       # (src, heads, dst_w)
+    resized = np.stack([[np.interp(target_y, ys, along_x[:, head, col]) for col in range(dst_w)]
+                        for head in range(heads)])                    # (heads, dst_w, dst_h)
+    resized = resized.transpose(2, 1, 0).reshape(dst_h * dst_w, heads)
+    return np.concatenate([resized, extra]).astype(np.float32)
+
+
+def resize_pos_embed(pos_embed, new_grid):
+    """(1, 1 + H*W, D) absolute position embedding for another grid, bicubic (cls token kept)."""
+    import torch
+    import torch.nn.functional as F
+
+    old = int(round(np.sqrt(pos_embed.shape[1] - 1)))
+    if (old, old) == tuple(new_grid):
+        return pos_embed
+    tokens = torch.from_numpy(pos_embed[:, 1:]).reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    tokens = F.interpolate(tokens, size=tuple(new_grid), mode="bicubic", align_corners=False, antialias=True)
+    tokens = tokens.permute(0, 2, 3, 1).reshape(1, -1, pos_embed.shape[-1]).numpy()
+    return np.concatenate([pos_embed[:, :1], tokens], axis=1).astype(np.float32)
+
+
+def convert_beit_weights(weights, network):
+    """{published name: array} -> {Beit parameter name: array} fitted to `network` (its grid and tables)."""
+    if not is_beit_state_dict(weights):
+        raise UserInputError("no BEiT weights found: expected keys like 'cls_token' and 'blocks.0.attn.qkv.weight'")
+    target = {param.name: tuple(param.shape) for param in network.get_parameters()}
+    grid = network.patch_embed.grid_size
+    converted = {}
+    for key, value in weights.items():
+        if key.endswith("relative_position_index"):
+            continue
+        name = _rename(key)
+        value = np.asarray(value, dtype=np.float32)
+        if name == "pos_embed":
+            value = resize_pos_embed(value, grid)
+        elif name.endswith("relative_position_bias_table"):
+            value = resize_rel_pos_table(value, grid)
+        converted[name] = value
+    if SHARED_TABLE in converted and SHARED_TABLE not in target:
+        shared = converted.pop(SHARED_TABLE)
+        for name in target:
+            if name.endswith("attn.relative_position_bias_table"):
+                converted.setdefault(name, shared)
+    return converted

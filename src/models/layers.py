@@ -1,0 +1,182 @@
+"""Vision-transformer building blocks shared by BEiT and MAE.
+
+Patch embedding, attention with optional relative position bias (BEiT's q/v biases with a zero k
+bias), MLP, drop path and layer scale. Parameter names follow unilm / timm (`attn.qkv.weight`,
+`attn.q_bias`, `attn.relative_position_bias_table`, `gamma_1`, `mlp.fc1`), so published weights map
+by name; only LayerNorm's weight / bias are called gamma / beta in MindSpore.
+"""
+import math
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+from mindspore.common.initializer import Constant, TruncatedNormal, Zero, initializer
+
+
+def trunc_normal(shape, std=0.02):
+    return initializer(TruncatedNormal(std), shape, ms.float32)
+
+
+def dense(in_features, out_features, has_bias=True):
+    """nn.Dense initialised as the ViT papers: truncated normal (std 0.02) weights, zero bias."""
+    return nn.Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init="zeros",
+                    has_bias=has_bias)
+
+
+def layer_norm(dim, eps=1e-6):
+    return nn.LayerNorm((dim,), epsilon=eps)
+
+
+class PatchEmbed(nn.Cell):
+    """Image -> (B, num_patches, embed_dim) with a patch-sized, patch-strided convolution."""
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
+        super().__init__()
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True,
+                              weight_init=TruncatedNormal(0.02), bias_init="zeros")
+
+    def construct(self, x):
+        x = self.proj(x)
+        return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
+
+
+class DropPath(nn.Cell):
+    """Stochastic depth: drop a sample's whole residual branch with probability `drop_prob`."""
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(p=drop_prob)  # scales kept samples by 1 / (1 - p)
+
+    def construct(self, x):
+        if not self.training:
+            return x
+        mask = self.dropout(ops.ones((x.shape[0],) + (1,) * (x.ndim - 1), x.dtype))
+        return x * mask
+
+
+class Mlp(nn.Cell):
+    def __init__(self, dim, hidden_dim):
+        super().__init__()
+        self.fc1 = dense(dim, hidden_dim)
+        self.act = nn.GELU(approximate=False)
+        self.fc2 = dense(hidden_dim, dim)
+
+    def construct(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def relative_position_index(window_size):
+    """(N+1, N+1) indices into a ((2Wh-1)(2Ww-1) + 3)-row bias table; the last 3 rows are for the
+    cls token (cls->token, token->cls, cls->cls), as BEiT."""
+    height, width = window_size
+    num_distances = (2 * height - 1) * (2 * width - 1) + 3
+    coords = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij")).reshape(2, -1)
+    relative = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0)
+    relative[:, :, 0] += height - 1
+    relative[:, :, 1] += width - 1
+    relative[:, :, 0] *= 2 * width - 1
+    index = np.zeros((height * width + 1,) * 2, dtype=np.int32)
+    index[1:, 1:] = relative.sum(-1)
+    index[0, :] = num_distances - 3
+    index[:, 0] = num_distances - 2
+    index[0, 0] = num_distances - 1
+    return index
+
+
+def bias_table(window_size, num_heads):
+    """A zero-initialised relative position bias table and its flattened (N+1)^2 index."""
+    num_distances = (2 * window_size[0] - 1) * (2 * window_size[1] - 1) + 3
+    table = ms.Parameter(initializer(Zero(), (num_distances, num_heads), ms.float32),
+                         name="relative_position_bias_table")
+    return table, ms.Tensor(relative_position_index(window_size).reshape(-1))
+
+
+def lookup_bias(table, index, tokens):
+    """(heads, tokens, tokens) bias from a table and a flattened index."""
+    return ops.gather(table, index, 0).reshape(tokens, tokens, -1).transpose(2, 0, 1)
+
+
+class RelativePositionBias(nn.Cell):
+    """One relative position bias shared by all layers (BEiT's `use_shared_rel_pos_bias`)."""
+
+    def __init__(self, window_size, num_heads):
+        super().__init__()
+        self.relative_position_bias_table, self.relative_position_index = bias_table(window_size, num_heads)
+        self.num_tokens = window_size[0] * window_size[1] + 1
+
+    def construct(self):
+        return lookup_bias(self.relative_position_bias_table, self.relative_position_index, self.num_tokens)
+
+
+class Attention(nn.Cell):
+    """Multi-head self-attention; optional q/v biases (zero k bias) and per-layer relative position bias.
+
+    A bias shared by all layers (BEiT's `use_shared_rel_pos_bias`) comes in as `shared_bias`.
+    """
+
+    def __init__(self, dim, num_heads, qkv_bias=True, window_size=None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = dense(dim, dim * 3, has_bias=False)
+        self.use_qkv_bias = qkv_bias
+        if qkv_bias:
+            self.q_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="q_bias")
+            self.v_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="v_bias")
+        self.use_rel_pos_bias = window_size is not None
+        if self.use_rel_pos_bias:
+            self.relative_position_bias_table, self.relative_position_index = bias_table(window_size, num_heads)
+            self.num_tokens = window_size[0] * window_size[1] + 1
+        self.proj = dense(dim, dim)
+
+    def construct(self, x, shared_bias=None):
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x)
+        if self.use_qkv_bias:
+            qkv = qkv + ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias))
+        qkv = qkv.reshape(batch, tokens, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = ops.matmul(q * self.scale, k.swapaxes(-2, -1))
+        if self.use_rel_pos_bias:
+            bias = lookup_bias(self.relative_position_bias_table, self.relative_position_index, self.num_tokens)
+            attn = attn + bias.expand_dims(0).astype(attn.dtype)
+        if shared_bias is not None:
+            attn = attn + shared_bias.expand_dims(0).astype(attn.dtype)
+        attn = ops.softmax(attn, axis=-1)
+        x = ops.matmul(attn, v).transpose(0, 2, 1, 3).reshape(batch, tokens, dim)
+        return self.proj(x)
+
+
+class Block(nn.Cell):
+    """Pre-norm transformer block with optional layer scale (`init_values` -> gamma_1, gamma_2)."""
+
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0, init_values=None,
+                 window_size=None):
+        super().__init__()
+        self.norm1 = layer_norm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, window_size=window_size)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.use_layer_scale = bool(init_values)
+        if self.use_layer_scale:
+            self.gamma_1 = ms.Parameter(initializer(Constant(init_values), (dim,), ms.float32), name="gamma_1")
+            self.gamma_2 = ms.Parameter(initializer(Constant(init_values), (dim,), ms.float32), name="gamma_2")
+
+    def construct(self, x, shared_bias=None):
+        attn = self.attn(self.norm1(x), shared_bias)
+        if self.use_layer_scale:
+            x = x + self.drop_path(self.gamma_1 * attn)
+            return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
+        x = x + self.drop_path(attn)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def rescale_residual_projections(blocks):
+    """Divide each block's output projections by sqrt(2 * layer), as BEiT's `fix_init_weight`."""
+    for layer, block in enumerate(blocks, start=1):
+        for param in (block.attn.proj.weight, block.mlp.fc2.weight):
+            param.set_data(param / math.sqrt(2.0 * layer))
