@@ -20,6 +20,17 @@ DEFAULTS = {
     "layers": (None, "BiT: units per stage, overrides the variant (e.g. [1, 1, 1, 1])"),
     "width_factor": (None, "BiT: channel width multiplier, overrides the variant"),
     "drop_path_rate": (None, "stochastic depth rate (unset: the model's default)"),
+    # ViT family (BEiT, MAE); unset keys keep the variant's values
+    "patch_size": (None, "ViT: patch size"),
+    "embed_dim": (None, "ViT: embedding width"),
+    "depth": (None, "ViT: number of blocks"),
+    "num_heads": (None, "ViT: attention heads"),
+    "mlp_ratio": (None, "ViT: MLP width / embedding width"),
+    "init_values": (None, "BEiT: layer scale initial value (0: no layer scale)"),
+    "rel_pos_bias": (None, "BEiT: relative position bias in every block"),
+    "shared_rel_pos_bias": (None, "BEiT: one relative position bias shared by all blocks"),
+    "abs_pos_emb": (None, "BEiT: absolute position embedding"),
+    "use_mean_pooling": (None, "BEiT: mean of patch tokens + fc_norm (else final norm + cls token)"),
     "pretrained": (None, "checkpoint (.ckpt) whose weights initialise the model"),
     "resume": (None, "checkpoint to resume training from (epoch, optimizer, loss scale, EMA)"),
     # ===== Dataset ===== #
@@ -62,7 +73,8 @@ DEFAULTS = {
     "beta": ([0.9, 0.999], "AdamW betas"),
     "eps": (1e-8, "epsilon of AdamW and RMSProp"),
     "weight_decay": (1e-4, "weight decay"),
-    "filter_bias_and_bn": (True, "no weight decay on biases and normalisation parameters"),
+    "filter_bias_and_bn": (True, "no weight decay on biases, norms, position embeddings and tokens"),
+    "layer_decay": (1.0, "ViT layer-wise lr decay: block i's lr is scaled by decay^(depth + 1 - (i + 1))"),
     # ===== Training ===== #
     "epochs": (100, "training epochs"),
     "amp_level": ("O0", "mixed precision: O0, O1, O2, O3 (O0 on CPU)"),

@@ -3,10 +3,18 @@ from src.models import beit, bit  # noqa: F401  (registers the variants)
 from src.models.registry import create_model, list_models, register_model
 
 
+# config key -> constructor argument, for the keys a config may set on a model
+MODEL_ARGS = {"num_classes": "num_classes", "layers": "layers", "width_factor": "width_factor",
+              "drop_path_rate": "drop_path_rate", "image_size": "img_size", "patch_size": "patch_size",
+              "embed_dim": "embed_dim", "depth": "depth", "num_heads": "num_heads", "mlp_ratio": "mlp_ratio",
+              "init_values": "init_values", "rel_pos_bias": "use_rel_pos_bias",
+              "shared_rel_pos_bias": "use_shared_rel_pos_bias", "abs_pos_emb": "use_abs_pos_emb",
+              "use_mean_pooling": "use_mean_pooling"}
+
+
 def create_model_from_args(args):
     """The model a config describes; keys left unset (None) keep the variant's defaults."""
-    return create_model(args.arch, num_classes=args.num_classes, layers=args.layers,
-                        width_factor=args.width_factor, drop_path_rate=args.drop_path_rate)
+    return create_model(args.arch, **{argument: getattr(args, key) for key, argument in MODEL_ARGS.items()})
 
 
 __all__ = ["create_model", "create_model_from_args", "list_models", "register_model"]

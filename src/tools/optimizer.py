@@ -1,5 +1,6 @@
 """Optimizers: SGD with momentum, RMSProp and AdamW (torch.optim.AdamW semantics)."""
 import mindspore as ms
+import numpy as np
 from mindspore import nn, ops
 
 from src.errors import UserInputError
@@ -64,24 +65,49 @@ class AdamW(nn.Optimizer):
             weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
 
 
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "relative_position_bias_table")
+
+
 def no_weight_decay(param):
-    """Biases, normalisation scales/shifts and other 1-d parameters are not decayed."""
-    return len(param.shape) <= 1 or param.name.endswith((".bias", ".gamma", ".beta"))
+    """Biases, norm scales / shifts, other 1-d parameters, position embeddings and tokens are not decayed."""
+    return (len(param.shape) <= 1 or param.name.endswith((".bias", ".gamma", ".beta"))
+            or param.name.split(".")[-1] in NO_DECAY_NAMES)
 
 
-def param_groups(network, weight_decay, filter_bias_and_bn=True):
+def vit_layer_id(name, depth):
+    """unilm's layer index: embeddings 0, block i -> i + 1, everything after the blocks depth + 1."""
+    if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed"):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def param_groups(network, weight_decay, filter_bias_and_bn=True, learning_rate=None, layer_decay=1.0):
+    """Optimizer parameter groups: decayed or not, and with layer_decay < 1 one group per ViT layer whose
+    learning rate is `learning_rate` (per-step array) * layer_decay ** (depth + 1 - layer id)."""
     params = network.trainable_params()
-    if not filter_bias_and_bn:
-        return [{"params": params, "weight_decay": weight_decay}]
-    decay = [p for p in params if not no_weight_decay(p)]
-    no_decay = [p for p in params if no_weight_decay(p)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0},
-            {"order_params": params}]
+    use_layer_decay = layer_decay != 1.0
+    if use_layer_decay and not hasattr(network, "blocks"):
+        raise UserInputError(f"layer_decay is for ViTs; {type(network).__name__} has no transformer blocks")
+    depth = len(network.blocks) if use_layer_decay else 0
+    groups = {}
+    for param in params:
+        decay = not (filter_bias_and_bn and no_weight_decay(param))
+        layer = vit_layer_id(param.name, depth) if use_layer_decay else 0
+        groups.setdefault((layer, decay), []).append(param)
+    result = []
+    for (layer, decay), members in sorted(groups.items()):
+        group = {"params": members, "weight_decay": weight_decay if decay else 0.0}
+        if use_layer_decay:
+            group["lr"] = ms.Tensor(np.asarray(learning_rate) * layer_decay ** (depth + 1 - layer), ms.float32)
+        result.append(group)
+    return result + [{"order_params": params}]
 
 
 def create_optimizer(args, network, learning_rate):
     """The optimizer the config names, over `network`'s trainable parameters."""
-    groups = param_groups(network, args.weight_decay, args.filter_bias_and_bn)
+    groups = param_groups(network, args.weight_decay, args.filter_bias_and_bn, learning_rate, args.layer_decay)
     learning_rate = ms.Tensor(learning_rate, ms.float32)
     name = args.optimizer.lower()
     if name in ("momentum", "sgd"):

@@ -106,7 +106,8 @@ class ResNetV2(nn.Cell):
         return x.reshape(x.shape[0], -1)
 
 
-def _bit(default_layers, default_width_factor, **kwargs):
+def _bit(default_layers, default_width_factor, img_size=None, **kwargs):
+    del img_size  # fully convolutional: any input size works
     kwargs.setdefault("layers", default_layers)
     kwargs.setdefault("width_factor", default_width_factor)
     return ResNetV2(**kwargs)
