@@ -8,7 +8,7 @@ from src.args import parse_args
 from src.data import create_dataset
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
-from src.tools.checkpoint import load_checkpoint, load_weights, network_weights, EMA_PREFIX
+from src.tools.checkpoint import load_inference_weights
 from src.tools.context import init_context
 from src.tools.evaluation import evaluate
 
@@ -20,9 +20,7 @@ def main(argv=None):
         raise UserInputError("eval.py needs --pretrained CKPT")
     init_context(args)
     network = create_model_from_args(args)
-    checkpoint = load_checkpoint(args.pretrained)
-    use_ema = args.eval_use_ema and any(name.startswith(EMA_PREFIX) for name in checkpoint)
-    load_weights(network, network_weights(checkpoint, use_ema=use_ema), args.pretrained)
+    use_ema = load_inference_weights(network, args.pretrained, args.eval_use_ema)
     metrics = evaluate(network, create_dataset(args, training=False))
     weights = "EMA weights" if use_ema else "weights"
     print(f"{args.arch} ({weights} of {args.pretrained}) on {args.set}: top-1 {metrics['top1']:.4f}, "

@@ -18,7 +18,7 @@ from src.data.imagenet import IMAGE_EXTENSIONS, ImageFileSource
 from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
-from src.tools.checkpoint import EMA_PREFIX, load_checkpoint, load_weights, network_weights
+from src.tools.checkpoint import load_inference_weights
 from src.tools.context import init_context
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "data", "info",
@@ -76,9 +76,7 @@ def main(argv=None):
         raise UserInputError("predict.py needs at least one IMAGE_OR_FOLDER")
     init_context(args)
     network = create_model_from_args(args)
-    checkpoint = load_checkpoint(args.pretrained)
-    use_ema = args.eval_use_ema and any(name.startswith(EMA_PREFIX) for name in checkpoint)
-    load_weights(network, network_weights(checkpoint, use_ema=use_ema), args.pretrained)
+    load_inference_weights(network, args.pretrained, args.eval_use_ema)
     network.set_train(False)
 
     names = class_names(args)

@@ -13,7 +13,7 @@ from conftest import ROOT, assert_one_line_error, run_script
 from src.args import parse_args
 from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model, list_models
-from src.models.beit import Beit
+from src.models.vit import VisionTransformer
 from src.models.beit.convert import convert_beit_weights
 from src.models.layers import relative_position_index
 from src.tools.checkpoint import load_checkpoint, load_weights
@@ -33,7 +33,7 @@ def timm_beit(seed=0, **kwargs):
 
 
 def ours(**kwargs):
-    network = Beit(**kwargs)
+    network = VisionTransformer(**kwargs)
     network.set_train(False)
     return network
 

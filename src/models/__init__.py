@@ -1,5 +1,6 @@
 """Models: `create_model(name, **kwargs)` builds any registered variant."""
-from src.models import beit, bit  # noqa: F401  (registers the variants)
+from src.models.beit import beit  # noqa: F401  (importing registers the variants)
+from src.models.bit import resnetv2  # noqa: F401
 from src.models.registry import create_model, list_models, register_model
 
 

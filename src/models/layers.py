@@ -112,7 +112,8 @@ class RelativePositionBias(nn.Cell):
 
 
 class Attention(nn.Cell):
-    """Multi-head self-attention; optional q/v biases (zero k bias) and per-layer relative position bias.
+    """Multi-head self-attention with a qkv bias: "qv" (BEiT: learned q and v biases, zero k bias), True
+    (one learned bias of the qkv projection) or False; optional per-layer relative position bias.
 
     A bias shared by all layers (BEiT's `use_shared_rel_pos_bias`) comes in as `shared_bias`.
     """
@@ -121,9 +122,9 @@ class Attention(nn.Cell):
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = dense(dim, dim * 3, has_bias=False)
-        self.use_qkv_bias = qkv_bias
-        if qkv_bias:
+        self.qkv = dense(dim, dim * 3, has_bias=qkv_bias is True)
+        self.use_qv_bias = qkv_bias == "qv"
+        if self.use_qv_bias:
             self.q_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="q_bias")
             self.v_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="v_bias")
         self.use_rel_pos_bias = window_size is not None
@@ -135,7 +136,7 @@ class Attention(nn.Cell):
     def construct(self, x, shared_bias=None):
         batch, tokens, dim = x.shape
         qkv = self.qkv(x)
-        if self.use_qkv_bias:
+        if self.use_qv_bias:
             qkv = qkv + ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias))
         qkv = qkv.reshape(batch, tokens, 3, self.num_heads, -1).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]

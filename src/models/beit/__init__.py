@@ -1,3 +1,0 @@
-from src.models.beit.beit import Beit
-
-__all__ = ["Beit"]

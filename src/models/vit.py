@@ -1,0 +1,68 @@
+"""The ViT image classifier shared by BEiT / BEiT v2 (microsoft/unilm `beit/modeling_finetune.py`) and
+MAE fine-tuning (facebookresearch/mae `models_vit.py`).
+
+A cls token, optional absolute position embedding, relative position bias per block or shared by
+all blocks, BEiT's q/v biases or a plain qkv bias, layer scale, drop path, and either mean pooling
++ fc_norm or the final norm + cls token in front of the head.
+"""
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import TruncatedNormal, initializer
+
+from src.models.layers import Block, PatchEmbed, RelativePositionBias, dense, layer_norm, rescale_residual_projections
+
+
+class VisionTransformer(nn.Cell):
+    """Constructor arguments carry unilm's names; `qkv_bias`: "qv" (BEiT), True (a plain bias) or False."""
+
+    classifier_name = "head"  # dropped when a checkpoint's class count differs
+
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768, depth=12,
+                 num_heads=12, mlp_ratio=4.0, qkv_bias="qv", drop_path_rate=0.0, init_values=None,
+                 use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False,
+                 use_mean_pooling=True, init_scale=0.001):
+        super().__init__()
+        self.num_classes = num_classes
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        grid = self.patch_embed.grid_size
+        self.cls_token = ms.Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dim), ms.float32),
+                                      name="cls_token")
+        self.use_abs_pos_emb = use_abs_pos_emb
+        if use_abs_pos_emb:
+            self.pos_embed = ms.Parameter(initializer(TruncatedNormal(0.02), (1, self.patch_embed.num_patches + 1,
+                                                                               embed_dim), ms.float32),
+                                          name="pos_embed")
+        self.use_shared_rel_pos_bias = use_shared_rel_pos_bias
+        if use_shared_rel_pos_bias:
+            self.rel_pos_bias = RelativePositionBias(grid, num_heads)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linearly increasing
+        self.blocks = nn.CellList([
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], init_values,
+                  window_size=grid if use_rel_pos_bias else None)
+            for i in range(depth)])
+        self.use_mean_pooling = use_mean_pooling
+        if use_mean_pooling:
+            self.fc_norm = layer_norm(embed_dim)
+        else:
+            self.norm = layer_norm(embed_dim)
+        self.head = dense(embed_dim, num_classes)
+        self.head.weight.set_data(self.head.weight * init_scale)
+        rescale_residual_projections(self.blocks)
+
+    def forward_features(self, x):
+        x = self.patch_embed(x)
+        cls = ops.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
+        x = ops.concat((cls, x), axis=1)
+        if self.use_abs_pos_emb:
+            x = x + self.pos_embed.astype(x.dtype)
+        shared_bias = self.rel_pos_bias() if self.use_shared_rel_pos_bias else None
+        for block in self.blocks:
+            x = block(x, shared_bias)
+        if self.use_mean_pooling:
+            return self.fc_norm(x[:, 1:].mean(axis=1))
+        return self.norm(x)[:, 0]
+
+    def construct(self, x):
+        return self.head(self.forward_features(x))
+
+
