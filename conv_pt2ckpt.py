@@ -14,7 +14,7 @@ import numpy as np
 
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model
-from src.models.beit.convert import convert_beit_weights, is_beit_state_dict
+from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
 from src.models.bit.convert import convert_bit_weights
 from src.tools.checkpoint import load_weights, save_checkpoint
 
@@ -62,20 +62,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     published = read_published_weights(args.pth_file)
-    if is_beit_state_dict(published):
+    if is_vit_state_dict(published):
         if not args.arch:
             raise UserInputError("a transformer checkpoint needs --arch (e.g. beit_base_patch16_224)")
         head = published.get("head.weight")
         network = create_model(args.arch, img_size=args.img_size,
                                num_classes=None if head is None else head.shape[0])
-        weights = convert_beit_weights(published, network)
+        weights = convert_vit_weights(published, network)
+        # a pretraining checkpoint has no classifier: it starts anew
+        load_weights(network, weights, args.pth_file, missing_ok=("head.", "fc_norm."))
     else:
         weights = convert_bit_weights(published)
         model_kwargs = bit_arch_kwargs(weights)
         if args.arch:
             model_kwargs = {"num_classes": model_kwargs["num_classes"]}
         network = create_model(args.arch or "bit_m_r50x1", **model_kwargs)
-    load_weights(network, weights, args.pth_file)
+        load_weights(network, weights, args.pth_file)
     save_checkpoint(network, args.ckpt_file)
     sizes = [int(np.prod(param.shape)) for param in network.get_parameters()]
     print(f"wrote {args.ckpt_file}: {len(sizes)} tensors, {sum(sizes) / 1e6:.1f}M parameters")

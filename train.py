@@ -6,8 +6,9 @@ from mindspore.train import Model
 
 from src.args import parse_args
 from src.data import create_dataset, uses_mixup
-from src.errors import report_user_errors
+from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
+from src.models.mae.mae import MaePretrainLoss
 from src.tools.amp import apply_amp
 from src.tools.callbacks import CheckpointAndEval, StepLogger, resume_state
 from src.tools.checkpoint import load_checkpoint, load_weights, network_weights
@@ -18,12 +19,24 @@ from src.tools.schedulers import create_lr_schedule
 from src.trainers.train_one_step import create_train_step
 
 
+TASKS = ("classification", "mae_pretrain")
+
+
 def build_network(args):
+    """The model, initialised from `pretrained`: a classifier head of another class count, or one missing
+    from a pretraining checkpoint (with the fc_norm of mean pooling), starts anew."""
     network = create_model_from_args(args)
     if args.pretrained:
+        head = getattr(network, "classifier_name", "head") + "."
         load_weights(network, network_weights(load_checkpoint(args.pretrained)), args.pretrained,
-                     head_prefixes=(network.classifier_name + ".",))
+                     head_prefixes=(head,), missing_ok=(head, "fc_norm."))
     return network
+
+
+def network_with_loss(args, network):
+    if args.task == "mae_pretrain":
+        return MaePretrainLoss(network)  # the model computes its own loss
+    return nn.WithLossCell(network, create_criterion(args, soft_targets=uses_mixup(args)))
 
 
 @report_user_errors
@@ -38,16 +51,18 @@ def main(argv=None):
     def log(message):
         print(f"{log_prefix}{message}", flush=True)
 
+    if args.task not in TASKS:
+        raise UserInputError(f"unknown task '{args.task}', expected one of {list(TASKS)}")
     train_data = create_dataset(args, training=True, num_shards=group_size if distributed else None,
                                 shard_id=rank if distributed else None)
-    eval_data = create_dataset(args, training=False) if args.eval_interval > 0 else None
+    evaluates = args.task == "classification" and args.eval_interval > 0
+    eval_data = create_dataset(args, training=False) if evaluates else None
     steps_per_epoch = train_data.get_dataset_size()
 
     network = build_network(args)
     network = apply_amp(network, args.amp_level, args.keep_bn_fp32)
-    criterion = create_criterion(args, soft_targets=uses_mixup(args))
     optimizer = create_optimizer(args, network, create_lr_schedule(args, steps_per_epoch))
-    train_cell = create_train_step(args, nn.WithLossCell(network, criterion), optimizer)
+    train_cell = create_train_step(args, network_with_loss(args, network), optimizer)
 
     start_epoch, best = 0, (0.0, 0)
     if args.resume:

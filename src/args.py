@@ -15,6 +15,7 @@ from src.errors import UserInputError
 # key: (default, help)
 DEFAULTS = {
     # ===== Architecture ===== #
+    "task": ("classification", "classification, or mae_pretrain (masked-autoencoder pretraining)"),
     "arch": ("bit_m_r50x1", "model name registered in src.models"),
     "num_classes": (1000, "number of classes of the head"),
     "layers": (None, "BiT: units per stage, overrides the variant (e.g. [1, 1, 1, 1])"),
@@ -31,14 +32,22 @@ DEFAULTS = {
     "shared_rel_pos_bias": (None, "BEiT: one relative position bias shared by all blocks"),
     "abs_pos_emb": (None, "BEiT: absolute position embedding"),
     "use_mean_pooling": (None, "BEiT: mean of patch tokens + fc_norm (else final norm + cls token)"),
+    "global_pool": (None, "MAE ViT: mean of patch tokens + fc_norm (else cls token + norm)"),
+    "mask_ratio": (None, "MAE pretraining: fraction of patches removed (0.75)"),
+    "norm_pix_loss": (None, "MAE pretraining: per-patch normalised pixel targets"),
+    "decoder_embed_dim": (None, "MAE pretraining: decoder width (512)"),
+    "decoder_depth": (None, "MAE pretraining: decoder blocks (8)"),
+    "decoder_num_heads": (None, "MAE pretraining: decoder attention heads (16)"),
     "pretrained": (None, "checkpoint (.ckpt) whose weights initialise the model"),
     "resume": (None, "checkpoint to resume training from (epoch, optimizer, loss scale, EMA)"),
     # ===== Dataset ===== #
-    "set": ("CIFAR10", "dataset: CIFAR10, ImageNet"),
+    "set": ("CIFAR10", "dataset: CIFAR10, ImageNet, ImageFolder (unlabeled images, for pretraining)"),
+    "file_list": (None, "ImageFolder: a file of image paths relative to data_url, one per line"),
     "data_url": ("./data", "dataset folder"),
     "train_url": ("./output", "folder for checkpoints and logs"),
     "image_size": (224, "training / evaluation crop size"),
     "crop_ratio": (0.875, "images are resized to image_size / crop_ratio before cropping"),
+    "crop_min_scale": (0.08, "ImageNet training: smallest RandomResizedCrop area (MAE pretraining: 0.2)"),
     "interpolation": ("bilinear", "resize (and auto_augment) interpolation: nearest, bilinear, bicubic"),
     "mean": ([0.485, 0.456, 0.406], "per-channel normalisation mean, on a 0..1 scale"),
     "std": ([0.229, 0.224, 0.225], "per-channel normalisation std, on a 0..1 scale"),

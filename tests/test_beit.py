@@ -14,7 +14,7 @@ from src.args import parse_args
 from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model, list_models
 from src.models.vit import VisionTransformer
-from src.models.beit.convert import convert_beit_weights
+from src.models.vit_convert import convert_vit_weights
 from src.models.layers import relative_position_index
 from src.tools.checkpoint import load_checkpoint, load_weights
 from src.tools.optimizer import create_optimizer
@@ -67,7 +67,7 @@ def test_logits_match_timm(variant, images):
     reference = timm_beit(global_pool=pool, **TINY, **variant)
     network = ours(use_mean_pooling=pool == "avg", **TINY, **variant)
     weights = {k: v.numpy() for k, v in reference.state_dict().items()}
-    load_weights(network, convert_beit_weights(weights, network), "timm")
+    load_weights(network, convert_vit_weights(weights, network), "timm")
     expected = reference(torch.from_numpy(images)).detach().numpy()
     assert np.abs(logits(network, images) - expected).max() <= 1e-4
 
@@ -77,7 +77,7 @@ def test_shared_table_is_copied_into_every_block(images):
     reference = timm_beit(use_abs_pos_emb=False, use_rel_pos_bias=False, use_shared_rel_pos_bias=True, **TINY)
     network = ours(use_abs_pos_emb=False, use_rel_pos_bias=True, **TINY)
     state = {k: v.numpy() for k, v in unilm_state_dict(reference)["model"].items()}
-    load_weights(network, convert_beit_weights(state, network), "unilm")
+    load_weights(network, convert_vit_weights(state, network), "unilm")
     shared = state["rel_pos_bias.relative_position_bias_table"]
     for block in network.blocks:
         np.testing.assert_array_equal(block.attn.relative_position_bias_table.asnumpy(), shared)
@@ -92,7 +92,7 @@ def test_resolution_change_resizes_like_timm(abs_pos):
     reference = TimmBeit(**dict(kwargs, img_size=48)).eval()
     reference.load_state_dict(checkpoint_filter_fn(source.state_dict(), reference), strict=False)
     network = ours(**dict(kwargs, img_size=48))
-    load_weights(network, convert_beit_weights({k: v.numpy() for k, v in source.state_dict().items()}, network),
+    load_weights(network, convert_vit_weights({k: v.numpy() for k, v in source.state_dict().items()}, network),
                  "timm")
     images = np.random.default_rng(1).standard_normal((2, 3, 48, 48)).astype(np.float32)
     expected = reference(torch.from_numpy(images)).detach().numpy()

@@ -5,12 +5,12 @@ import mindspore.dataset as ds
 
 from src.data.augment.mixup import Mixup
 from src.data.cifar10 import load_cifar10
-from src.data.imagenet import ImageFileSource, scan_class_folders
+from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
 from src.data.transforms import (cifar_train_transforms, eval_transforms, imagenet_eval_transforms,
                                  imagenet_train_transforms)
 from src.errors import UserInputError
 
-DATASETS = ("CIFAR10", "ImageNet")
+DATASETS = ("CIFAR10", "ImageNet", "ImageFolder")
 
 
 def uses_mixup(args):
@@ -26,22 +26,36 @@ def _cifar10(args, training, num_shards, shard_id):
     return dataset, len(images), cifar_train_transforms(args) if training else eval_transforms(args)
 
 
+def _image_files(samples, shuffle, num_shards, shard_id):
+    """(encoded image, label) rows from [(path, label)]; one reader thread: more contend for the GIL and
+    read several times slower."""
+    return ds.GeneratorDataset(ImageFileSource(samples), column_names=["image", "label"], shuffle=shuffle,
+                               num_shards=num_shards, shard_id=shard_id, num_parallel_workers=1,
+                               python_multiprocessing=False)
+
+
 def _imagenet(args, training, num_shards, shard_id):
     folder = os.path.join(args.data_url, "train" if training else "val")
     classes, samples = scan_class_folders(folder)
     if len(classes) != args.num_classes:
         raise UserInputError(f"{folder} has {len(classes)} class folders but num_classes is {args.num_classes}")
-    # one reader thread: more contend for the GIL and read several times slower
-    dataset = ds.GeneratorDataset(ImageFileSource(samples), column_names=["image", "label"], shuffle=training,
-                                  num_shards=num_shards, shard_id=shard_id, num_parallel_workers=1,
-                                  python_multiprocessing=False)
+    dataset = _image_files(samples, training, num_shards, shard_id)
     seed = args.seed + (shard_id or 0)
     return dataset, len(samples), imagenet_train_transforms(args, seed) if training else imagenet_eval_transforms(args)
 
 
+def _image_folder(args, training, num_shards, shard_id):
+    """Unlabeled images (all under data_url, or those of file_list) for self-supervised pretraining."""
+    if not training:
+        raise UserInputError("set ImageFolder holds unlabeled images: there is nothing to evaluate")
+    samples = scan_unlabeled(args.data_url, args.file_list)
+    dataset = _image_files(samples, True, num_shards, shard_id)
+    return dataset, len(samples), imagenet_train_transforms(args, args.seed + (shard_id or 0))
+
+
 def create_dataset(args, training, num_shards=None, shard_id=None):
     """Batched (image, label) dataset; with mixup on, training labels are soft targets."""
-    builders = {"CIFAR10": _cifar10, "ImageNet": _imagenet}
+    builders = {"CIFAR10": _cifar10, "ImageNet": _imagenet, "ImageFolder": _image_folder}
     if args.set not in builders:
         raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
     dataset, num_samples, transforms = builders[args.set](args, training, num_shards, shard_id)

@@ -57,7 +57,7 @@ def imagenet_train_transforms(args, seed=None):
     One map runs them all in threads: PIL and NumPy release the GIL in their heavy parts, and worker
     processes or more stages measured slower here (bench/data_pipeline.py).
     """
-    ops = [vision.RandomCropDecodeResize(args.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+    ops = [vision.RandomCropDecodeResize(args.image_size, scale=(args.crop_min_scale, 1.0), ratio=(3 / 4, 4 / 3),
                                          interpolation=interpolation_mode(args.interpolation)),
            vision.RandomHorizontalFlip()]
     if args.auto_augment:

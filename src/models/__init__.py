@@ -1,6 +1,7 @@
 """Models: `create_model(name, **kwargs)` builds any registered variant."""
 from src.models.beit import beit  # noqa: F401  (importing registers the variants)
 from src.models.bit import resnetv2  # noqa: F401
+from src.models.mae import mae, vit  # noqa: F401
 from src.models.registry import create_model, list_models, register_model
 
 
@@ -10,7 +11,9 @@ MODEL_ARGS = {"num_classes": "num_classes", "layers": "layers", "width_factor": 
               "embed_dim": "embed_dim", "depth": "depth", "num_heads": "num_heads", "mlp_ratio": "mlp_ratio",
               "init_values": "init_values", "rel_pos_bias": "use_rel_pos_bias",
               "shared_rel_pos_bias": "use_shared_rel_pos_bias", "abs_pos_emb": "use_abs_pos_emb",
-              "use_mean_pooling": "use_mean_pooling"}
+              "use_mean_pooling": "use_mean_pooling", "mask_ratio": "mask_ratio", "norm_pix_loss": "norm_pix_loss",
+              "global_pool": "global_pool", "decoder_embed_dim": "decoder_embed_dim", "decoder_depth": "decoder_depth",
+              "decoder_num_heads": "decoder_num_heads"}
 
 
 def create_model_from_args(args):

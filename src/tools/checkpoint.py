@@ -60,17 +60,23 @@ def load_inference_weights(network, path, use_ema=True):
     return use_ema
 
 
-def load_weights(network, weights, source, head_prefixes=(), log=print):
+def load_weights(network, weights, source, head_prefixes=(), missing_ok=(), log=print):
     """Load {name: array/Parameter} into `network`, checking names and shapes.
 
     Parameters under `head_prefixes` whose shape differs (another class count) are left at their
     initial values with a message, for fine-tuning; any other mismatch or missing weight is an error.
-    Extra entries in `weights` that the network lacks (optimizer state, EMA) are ignored.
+    Parameters under `missing_ok` may be absent (a pretraining checkpoint has no classifier) and keep
+    their initial values. Extra entries in `weights` that the network lacks (optimizer state, EMA, an MAE
+    decoder) are ignored.
     """
     to_load = {}
     dropped_head = []
+    missing = []
     for param in network.get_parameters():
         if param.name not in weights:
+            if param.name.startswith(tuple(missing_ok)):
+                missing.append(param.name)
+                continue
             raise UserInputError(f"{source} has no weight for '{param.name}' (is it for another architecture?)")
         value = weights[param.name]
         shape = tuple(value.shape)
@@ -83,5 +89,7 @@ def load_weights(network, weights, source, head_prefixes=(), log=print):
         to_load[param.name] = ms.Parameter(ms.Tensor(array.astype(ms.dtype_to_nptype(param.dtype))), name=param.name)
     if dropped_head:
         log(f"{source}: head {', '.join(dropped_head)} has another class count; it is initialised anew")
+    if missing:
+        log(f"{source} has no {', '.join(missing)}; initialised anew")
     ms.load_param_into_net(network, to_load, strict_load=True)
     return dropped_head

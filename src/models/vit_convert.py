@@ -1,6 +1,7 @@
-"""Map unilm BEiT / BEiT v2 and timm `beit_*` state dicts onto `Beit`'s parameter names.
+"""Map published ViT state dicts (unilm BEiT / BEiT v2, facebookresearch/mae, timm `beit_*` and
+`vit_*`) onto the parameter names of VisionTransformer and MaskedAutoencoderViT.
 
-Names match already (both follow unilm) except LayerNorm's weight / bias (gamma / beta here).
+Names match already (all follow timm / unilm) except LayerNorm's weight / bias (gamma / beta here).
 `relative_position_index` buffers are dropped (rebuilt by the model). A shared
 `rel_pos_bias.relative_position_bias_table` is copied into every block when the target model has
 per-block tables. When the target resolution differs, absolute position embeddings are resized
@@ -17,7 +18,7 @@ SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
 LAYER_NORMS = re.compile(r"(^|\.)(norm\d?|fc_norm)\.(weight|bias)$")
 
 
-def is_beit_state_dict(weights):
+def is_vit_state_dict(weights):
     return "cls_token" in weights and any(key.endswith("attn.qkv.weight") for key in weights)
 
 
@@ -78,10 +79,13 @@ def resize_pos_embed(pos_embed, new_grid):
     return np.concatenate([pos_embed[:, :1], tokens], axis=1).astype(np.float32)
 
 
-def convert_beit_weights(weights, network):
-    """{published name: array} -> {Beit parameter name: array} fitted to `network` (its grid and tables)."""
-    if not is_beit_state_dict(weights):
-        raise UserInputError("no BEiT weights found: expected keys like 'cls_token' and 'blocks.0.attn.qkv.weight'")
+def convert_vit_weights(weights, network):
+    """{published name: array} -> {parameter name: array} fitted to `network` (its grid and tables).
+
+    Keys the network lacks (an MAE decoder when fine-tuning) are left for the loader to ignore.
+    """
+    if not is_vit_state_dict(weights):
+        raise UserInputError("no ViT weights found: expected keys like 'cls_token' and 'blocks.0.attn.qkv.weight'")
     target = {param.name: tuple(param.shape) for param in network.get_parameters()}
     grid = network.patch_embed.grid_size
     converted = {}
