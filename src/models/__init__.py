@@ -1,7 +1,8 @@
 """Models: `create_model(name, **kwargs)` builds any registered variant."""
-from src.models.beit import beit  # noqa: F401  (importing registers the variants)
-from src.models.bit import resnetv2  # noqa: F401
-from src.models.mae import mae, vit  # noqa: F401
+import src.models.beit.beit  # noqa: F401  (importing a family's module registers its variants)
+import src.models.bit.resnetv2  # noqa: F401
+import src.models.mae.mae  # noqa: F401
+import src.models.mae.models_vit  # noqa: F401
 from src.models.registry import create_model, list_models, register_model
 
 

@@ -140,7 +140,7 @@ class MaePretrainLoss(nn.Cell):
     """(images, labels) -> loss, so pretraining runs through the same train step and data as fine-tuning."""
 
     def __init__(self, mae):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # keep the model's parameter names in checkpoints
         self.mae = mae
 
     def construct(self, images, labels):

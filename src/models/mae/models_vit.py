@@ -9,7 +9,7 @@ MAE_VIT = dict(qkv_bias=True, use_abs_pos_emb=True, use_rel_pos_bias=False, init
 
 def _vit(defaults, global_pool=True, **kwargs):
     kwargs.setdefault("use_mean_pooling", global_pool)
-    return VisionTransformer(**dict(MAE_VIT, **defaults, **kwargs))
+    return VisionTransformer(**{**MAE_VIT, **defaults, **kwargs})
 
 
 @register_model

@@ -1,0 +1,150 @@
+"""MAE: masking, loss, pretraining on real photos, and the fine-tuning ViT against timm."""
+import re
+
+import numpy as np
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+import mindspore as ms
+from conftest import ROOT, run_script
+from src.data.sample_photos import write_photo_imagenet
+from src.models import create_model, list_models
+from src.models.mae.mae import MaskedAutoencoderViT, patchify, sincos_2d, unpatchify
+from src.models.vit_convert import convert_vit_weights
+from src.tools.checkpoint import load_checkpoint, load_weights
+
+ms.set_context(mode=ms.GRAPH_MODE)
+TINY_PRETRAIN = f"{ROOT}/src/configs/mae_tiny_pretrain_cpu.yaml"
+ENCODER = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+
+
+def tiny_mae(mask_ratio=0.75, norm_pix_loss=True):
+    return MaskedAutoencoderViT(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mask_ratio=mask_ratio,
+                                norm_pix_loss=norm_pix_loss, **ENCODER)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return ms.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+
+
+@pytest.mark.parametrize("mask_ratio", [0.75, 0.5, 0.4])
+def test_masking_keeps_a_fixed_count_and_ids_restore_inverts_the_shuffle(mask_ratio, images):
+    mae = tiny_mae(mask_ratio)
+    tokens = mae.patch_embed(images)
+    kept, mask, ids_restore = mae.random_masking(tokens)
+    length = tokens.shape[1]
+    keep = int(length * (1 - mask_ratio))
+    assert kept.shape == (4, keep, 32)
+    mask, ids_restore = mask.asnumpy(), ids_restore.asnumpy()
+    np.testing.assert_array_equal(mask.sum(1), length - keep)
+    for sample in range(4):
+        assert sorted(ids_restore[sample]) == list(range(length))  # a permutation
+        # the kept tokens are exactly the unmasked positions, in shuffle order
+        visible = np.where(mask[sample] == 0)[0]
+        kept_rows = {tuple(np.round(row, 5)) for row in kept.asnumpy()[sample]}
+        assert kept_rows == {tuple(np.round(row, 5)) for row in tokens.asnumpy()[sample][visible]}
+    assert not np.array_equal(mask[0], mask[1]) or not np.array_equal(mask[1], mask[2])  # per sample
+
+
+def test_loss_counts_masked_patches_only_with_normalised_targets(images):
+    mae = tiny_mae(norm_pix_loss=True)
+    loss, pred, mask = mae(images)
+    target = patchify(images, 8).asnumpy()
+    target = (target - target.mean(-1, keepdims=True)) / np.sqrt(target.var(-1, ddof=1, keepdims=True) + 1e-6)
+    per_patch = ((pred.asnumpy() - target) ** 2).mean(-1)
+    mask = mask.asnumpy()
+    assert float(loss.asnumpy()) == pytest.approx((per_patch * mask).sum() / mask.sum(), rel=1e-5)
+    assert float(loss.asnumpy()) != pytest.approx(per_patch.mean(), rel=1e-3)
+
+
+def test_patchify_round_trip_and_sincos_table(images):
+    np.testing.assert_array_equal(unpatchify(patchify(images, 8), 8).asnumpy(), images.asnumpy())
+    table = sincos_2d(8, 3)
+    assert table.shape == (10, 8) and not table[0].any()
+    # first half of the channels follows the column, second half the row (MAE's meshgrid(w, h) order)
+    row, col = 1, 2
+    omega = 1.0 / 10000 ** (np.arange(2) / 2.0)
+    expected = np.concatenate([np.sin(col * omega), np.cos(col * omega), np.sin(row * omega), np.cos(row * omega)])
+    np.testing.assert_allclose(table[1 + row * 3 + col], expected, atol=1e-6)
+
+
+def test_mae_variants_registered_with_the_paper_decoder(monkeypatch):
+    import src.models.mae.mae as mae_module
+
+    assert {"mae_vit_base_patch16", "mae_vit_large_patch16", "mae_vit_huge_patch14", "vit_base_patch16",
+            "vit_large_patch16", "vit_huge_patch14"} <= set(list_models())
+    monkeypatch.setattr(mae_module, "MaskedAutoencoderViT", lambda **kwargs: kwargs)
+    huge = create_model("mae_vit_huge_patch14", num_classes=1000)
+    assert (huge["patch_size"], huge["embed_dim"], huge["depth"], huge["decoder_embed_dim"], huge["decoder_depth"],
+            huge["decoder_num_heads"]) == (14, 1280, 32, 512, 8, 16)
+
+
+@pytest.mark.parametrize("global_pool", [True, False])
+def test_fine_tuning_vit_matches_timm(global_pool):
+    torch.manual_seed(0)
+    reference = TimmViT(num_classes=5, global_pool="avg" if global_pool else "token", fc_norm=global_pool,
+                        **ENCODER).eval()
+    with torch.no_grad():
+        for param in reference.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    network = create_model("vit_base_patch16", num_classes=5, global_pool=global_pool, **ENCODER)
+    network.set_train(False)
+    load_weights(network, convert_vit_weights({k: v.numpy() for k, v in reference.state_dict().items()}, network),
+                 "timm")
+    images = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    expected = reference(torch.from_numpy(images)).detach().numpy()
+    assert np.abs(network(ms.Tensor(images)).asnumpy() - expected).max() <= 1e-4
+
+
+def published_names(network):
+    """{name as facebookresearch/mae publishes it: tensor} of a MindSpore model's parameters."""
+    return {re.sub(r"\.beta$", ".bias", re.sub(r"\.gamma$", ".weight", p.name)): torch.from_numpy(p.asnumpy())
+            for p in network.get_parameters()}
+
+
+def test_pretraining_checkpoint_converts_into_the_fine_tuning_model(tmp_path):
+    """As MAE's main_finetune, through conv_pt2ckpt.py at full size: the encoder loads, the decoder is
+    dropped, head and fc_norm start anew."""
+    mae = create_model("mae_vit_base_patch16")
+    path = tmp_path / "mae_pretrain_vit_base.pth"
+    torch.save({"model": published_names(mae)}, path)
+    ckpt = str(tmp_path / "vit_base_from_mae.ckpt")
+    result = run_script("conv_pt2ckpt.py", "--pth_file", str(path), "--ckpt_file", ckpt, "--arch", "vit_base_patch16")
+    assert result.returncode == 0, result.stderr
+    assert "head.weight" in result.stdout and "fc_norm.gamma" in result.stdout  # the initialised-anew message
+    converted = load_checkpoint(ckpt)
+    assert not any(name.startswith(("decoder", "mask_token")) for name in converted)
+    np.testing.assert_array_equal(converted["blocks.11.attn.qkv.weight"].asnumpy(),
+                                  mae.blocks[11].attn.qkv.weight.asnumpy())
+
+
+def test_pretrained_encoder_loads_at_another_resolution():
+    mae = tiny_mae()
+    network = create_model("vit_base_patch16", num_classes=7, img_size=48, patch_size=8, embed_dim=32, depth=2,
+                           num_heads=4)
+    messages = []
+    converted = convert_vit_weights({k: v.numpy() for k, v in published_names(mae).items()}, network)
+    load_weights(network, converted, "mae", missing_ok=("head.", "fc_norm."), log=messages.append)
+    assert "head.weight" in messages[0] and "fc_norm.gamma" in messages[0]
+    np.testing.assert_array_equal(network.blocks[1].attn.qkv.weight.asnumpy(), mae.blocks[1].attn.qkv.weight.asnumpy())
+    assert network.pos_embed.shape == (1, 1 + 6 * 6, 32)  # 4x4 grid resized to 6x6, cls kept
+    np.testing.assert_array_equal(network.pos_embed.asnumpy()[0, 0], mae.pos_embed.asnumpy()[0, 0])
+
+
+def test_pretraining_on_real_photos_lowers_the_loss(tmp_path):
+    data = tmp_path / "photos"
+    write_photo_imagenet(str(data), num_classes=8, train_per_class=6, val_per_class=0)
+    file_list = tmp_path / "list.txt"
+    file_list.write_text("".join(f"{p.relative_to(data / 'train')}\n" for p in sorted((data / "train").rglob("*.JPEG"))))
+    result = run_script("train.py", "--config", TINY_PRETRAIN, "--data_url", str(data / "train"), "--file_list",
+                        str(file_list), "--train_url", str(tmp_path / "run"), "--epochs", "20", "--log_interval", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    losses = {}
+    for epoch, loss in re.findall(r"^epoch: (\d+) step: \d+, loss is ([0-9.]+)$", result.stdout, re.M):
+        losses.setdefault(int(epoch), []).append(float(loss))
+    assert len(losses) == 20 and "acc:" not in result.stdout  # nothing to evaluate in pretraining
+    assert np.mean(losses[20]) < 0.8 * np.mean(losses[1])
+    ckpt = next((tmp_path / "run" / "ckpt_0000").glob("*-20_6.ckpt"))
+    assert "decoder_pred.weight" in load_checkpoint(str(ckpt))
