@@ -96,8 +96,9 @@ class MaskedAutoencoderViT(nn.Cell):
         ids_restore = ops.argsort(ids_shuffle, axis=1)
         ids_keep = ids_shuffle[:, :self.num_keep]
         kept = ops.gather_elements(x, 1, ids_keep.expand_dims(-1).broadcast_to((batch, self.num_keep, dim)))
-        mask = ops.concat((ops.zeros((batch, self.num_keep), x.dtype),
-                           ops.ones((batch, length - self.num_keep), x.dtype)), axis=1)
+        mask = ops.zeros((batch, length), x.dtype)
+        if self.num_keep < length:
+            mask = ops.concat((mask[:, :self.num_keep], ops.ones((batch, length - self.num_keep), x.dtype)), axis=1)
         return kept, ops.gather_elements(mask, 1, ids_restore), ids_restore
 
     def forward_encoder(self, images):
@@ -113,8 +114,10 @@ class MaskedAutoencoderViT(nn.Cell):
         x = self.decoder_embed(x)
         batch, tokens, dim = x.shape
         length = ids_restore.shape[1]
-        mask_tokens = ops.broadcast_to(self.mask_token.astype(x.dtype), (batch, length + 1 - tokens, dim))
-        patches = ops.concat((x[:, 1:], mask_tokens), axis=1)
+        patches = x[:, 1:]
+        if tokens - 1 < length:  # mask_ratio 0 (for comparisons) leaves no place for mask tokens
+            mask_tokens = ops.broadcast_to(self.mask_token.astype(x.dtype), (batch, length + 1 - tokens, dim))
+            patches = ops.concat((patches, mask_tokens), axis=1)
         patches = ops.gather_elements(patches, 1, ids_restore.expand_dims(-1).broadcast_to((batch, length, dim)))
         x = ops.concat((x[:, :1], patches), axis=1) + self.decoder_pos_embed.astype(x.dtype)
         for block in self.decoder_blocks:
@@ -128,7 +131,7 @@ class MaskedAutoencoderViT(nn.Cell):
             var = ((target - mean) ** 2).sum(axis=-1, keepdims=True) / (target.shape[-1] - 1)  # unbiased, as torch
             target = (target - mean) / (var + 1e-6) ** 0.5
         loss = ((pred.astype(ms.float32) - target) ** 2).mean(axis=-1)
-        return (loss * mask).sum() / mask.sum()
+        return (loss * mask).sum() / ops.maximum(mask.sum(), 1.0)  # 0, not NaN, when nothing is masked
 
     def construct(self, images):
         latent, mask, ids_restore = self.forward_encoder(images)
