@@ -30,7 +30,21 @@ def build_network(args):
         head = getattr(network, "classifier_name", "head") + "."
         load_weights(network, network_weights(load_checkpoint(args.pretrained)), args.pretrained,
                      head_prefixes=(head,), missing_ok=(head, "fc_norm."))
+    if args.linear_probe or args.freeze_blocks:
+        freeze(network, args)
     return network
+
+
+def freeze(network, args):
+    """Linear probing trains the head only; `freeze_blocks` N also freezes the embeddings and blocks 0..N-1."""
+    if not hasattr(network, "blocks"):
+        raise UserInputError(f"linear_probe / freeze_blocks are for ViTs; {args.arch} has no transformer blocks")
+    frozen_blocks = tuple(f"blocks.{index}." for index in range(args.freeze_blocks))
+    for param in network.get_parameters():
+        if args.linear_probe:
+            param.requires_grad = param.name.startswith("head.")
+        elif param.name.startswith(("patch_embed.", "cls_token", "pos_embed") + frozen_blocks):
+            param.requires_grad = False
 
 
 def network_with_loss(args, network):

@@ -33,6 +33,8 @@ DEFAULTS = {
     "abs_pos_emb": (None, "BEiT: absolute position embedding"),
     "use_mean_pooling": (None, "BEiT: mean of patch tokens + fc_norm (else final norm + cls token)"),
     "global_pool": (None, "MAE ViT: mean of patch tokens + fc_norm (else cls token + norm)"),
+    "linear_probe": (False, "MAE linear probing: BatchNorm + linear head on a frozen encoder"),
+    "freeze_blocks": (0, "partial fine-tuning: freeze the embeddings and the first N blocks"),
     "mask_ratio": (None, "MAE pretraining: fraction of patches removed (0.75)"),
     "norm_pix_loss": (None, "MAE pretraining: per-patch normalised pixel targets"),
     "decoder_embed_dim": (None, "MAE pretraining: decoder width (512)"),
@@ -66,7 +68,7 @@ DEFAULTS = {
     "mixup_mode": ("batch", "mixup mode: batch"),
     "label_smoothing": (0.1, "label smoothing"),
     # ===== Learning rate policy ===== #
-    "optimizer": ("momentum", "momentum (SGD), rmsprop, adamw"),
+    "optimizer": ("momentum", "momentum (SGD), rmsprop, adamw, lars (SGD with LARS trust ratios)"),
     "base_lr": (0.1, "peak learning rate"),
     "min_lr": (1e-6, "final learning rate of the cosine schedule"),
     "lr_scheduler": ("cosine_lr", "cosine_lr, exp_decay_lr, constant_lr"),

@@ -184,3 +184,56 @@ def test_visualisation_panels_paste_the_visible_patches(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "vis" / f"{image_path.stem}_mae.png").size == (4 * 32, 32)
+
+
+def test_lars_follows_maes_update():
+    from mindspore import nn
+
+    from src.tools.optimizer import LARS
+
+    dense = nn.Dense(3, 2)
+    weight, bias = dense.weight.asnumpy().copy(), dense.bias.asnumpy().copy()
+    optimizer = LARS(dense.trainable_params(), ms.Tensor(np.array([0.5, 0.2], np.float32)), momentum=0.9,
+                     weight_decay=0.1)
+    mu_w, mu_b = np.zeros_like(weight), np.zeros_like(bias)
+    rng = np.random.default_rng(0)
+    for lr in (0.5, 0.2):
+        grad_w, grad_b = rng.standard_normal(weight.shape).astype(np.float32), rng.standard_normal(2).astype(np.float32)
+        optimizer((ms.Tensor(grad_w), ms.Tensor(grad_b)))
+        update = grad_w + 0.1 * weight  # weights: decay and trust ratio
+        update *= 0.001 * np.linalg.norm(weight) / np.linalg.norm(update)
+        mu_w = 0.9 * mu_w + update
+        mu_b = 0.9 * mu_b + grad_b  # 1-d: neither
+        weight, bias = weight - lr * mu_w, bias - lr * mu_b
+    np.testing.assert_allclose(dense.weight.asnumpy(), weight, rtol=1e-5)
+    np.testing.assert_allclose(dense.bias.asnumpy(), bias, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["linear_probe", "freeze_blocks"])
+def test_linear_probe_and_partial_fine_tuning_train_only_what_they_should(mode, tmp_path):
+    from src.tools.checkpoint import save_checkpoint
+
+    data = str(tmp_path / "imagenet")
+    write_photo_imagenet(data, num_classes=3, train_per_class=4, val_per_class=1)
+    common = ["--config", f"{ROOT}/src/configs/beit_tiny_imagenet_cpu.yaml", "--arch", "vit_base_patch16",
+              "--init_values", "0", "--rel_pos_bias", "False", "--abs_pos_emb", "True", "--global_pool", "False",
+              "--layer_decay", "1.0", "--data_url", data, "--epochs", "1", "--eval_interval", "0"]
+    start = create_model("vit_base_patch16", num_classes=3, img_size=32, patch_size=8, embed_dim=64, depth=2,
+                         num_heads=2, global_pool=False, head_bn=mode == "linear_probe")
+    pretrained = str(tmp_path / "start.ckpt")
+    save_checkpoint(start, pretrained)
+    extra = ["--linear_probe", "True", "--optimizer", "lars", "--base_lr", "0.5"] if mode == "linear_probe" \
+        else ["--freeze_blocks", "1"]
+    result = run_script("train.py", *common, *extra, "--pretrained", pretrained, "--train_url", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    trained = load_checkpoint(str(next((tmp_path / "run" / "ckpt_0000").glob("*.ckpt"))))
+    before = {p.name: p.asnumpy() for p in start.get_parameters()}
+    changed = {name for name in before if not np.array_equal(trained[name].asnumpy(), before[name])}
+    if mode == "linear_probe":
+        assert {"head.weight", "head.bias"} <= changed
+        assert changed - {"head.weight", "head.bias"} <= {"head_norm.moving_mean", "head_norm.moving_variance"}
+        assert "head_norm.moving_mean" in changed  # BatchNorm statistics follow the features
+    else:
+        assert not changed & {name for name in before if name.startswith(("blocks.0.", "patch_embed", "cls_token",
+                                                                          "pos_embed"))}
+        assert {"blocks.1.attn.qkv.weight", "head.weight", "norm.gamma"} <= changed

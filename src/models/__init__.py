@@ -14,7 +14,7 @@ MODEL_ARGS = {"num_classes": "num_classes", "layers": "layers", "width_factor": 
               "shared_rel_pos_bias": "use_shared_rel_pos_bias", "abs_pos_emb": "use_abs_pos_emb",
               "use_mean_pooling": "use_mean_pooling", "mask_ratio": "mask_ratio", "norm_pix_loss": "norm_pix_loss",
               "global_pool": "global_pool", "decoder_embed_dim": "decoder_embed_dim", "decoder_depth": "decoder_depth",
-              "decoder_num_heads": "decoder_num_heads"}
+              "decoder_num_heads": "decoder_num_heads", "linear_probe": "head_bn"}
 
 
 def create_model_from_args(args):

@@ -20,7 +20,7 @@ class VisionTransformer(nn.Cell):
     def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768, depth=12,
                  num_heads=12, mlp_ratio=4.0, qkv_bias="qv", drop_path_rate=0.0, init_values=None,
                  use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False,
-                 use_mean_pooling=True, init_scale=0.001):
+                 use_mean_pooling=True, init_scale=0.001, head_bn=False):
         super().__init__()
         self.num_classes = num_classes
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
@@ -45,6 +45,9 @@ class VisionTransformer(nn.Cell):
             self.fc_norm = layer_norm(embed_dim)
         else:
             self.norm = layer_norm(embed_dim)
+        self.head_bn = head_bn
+        if head_bn:  # MAE's linear probe: BatchNorm without affine parameters in front of the classifier
+            self.head_norm = nn.BatchNorm1d(embed_dim, affine=False, eps=1e-6)
         self.head = dense(embed_dim, num_classes)
         self.head.weight.set_data(self.head.weight * init_scale)
         rescale_residual_projections(self.blocks)
@@ -63,6 +66,9 @@ class VisionTransformer(nn.Cell):
         return self.norm(x)[:, 0]
 
     def construct(self, x):
-        return self.head(self.forward_features(x))
+        features = self.forward_features(x)
+        if self.head_bn:
+            features = self.head_norm(features)
+        return self.head(features)
 
 

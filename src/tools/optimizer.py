@@ -5,7 +5,13 @@ from mindspore import nn, ops
 
 from src.errors import UserInputError
 
-OPTIMIZERS = ("momentum", "sgd", "rmsprop", "adamw")
+OPTIMIZERS = ("momentum", "sgd", "rmsprop", "adamw", "lars")
+
+def as_groups(params):
+    """Parameters as a list of groups: per-parameter weight decays keep construct to one code path."""
+    params = list(params)
+    return params if isinstance(params[0], dict) else [{"params": params}]
+
 
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
 
@@ -34,10 +40,7 @@ class AdamW(nn.Optimizer):
     """
 
     def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        params = list(params)
-        if not isinstance(params[0], dict):  # a single group keeps construct to one code path
-            params = [{"params": params}]
-        super().__init__(learning_rate, params, weight_decay)
+        super().__init__(learning_rate, as_groups(params), weight_decay)
         self.beta1 = ms.Tensor(beta1, ms.float32)
         self.beta2 = ms.Tensor(beta2, ms.float32)
         self.eps = ms.Tensor(eps, ms.float32)
@@ -63,6 +66,48 @@ class AdamW(nn.Optimizer):
         return self.hyper_map(
             ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2, lr),
             weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
+
+
+_lars_update = ops.MultitypeFuncGraph("lars_update")
+
+
+@_lars_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _lars_update_tensor(momentum, eta, lr, weight_decay, param, velocity, grad):
+    """MAE's LARS step for one parameter: weights (ndim > 1) get weight decay and the trust ratio
+    eta * |w| / |update|; 1-d parameters neither."""
+    update = grad.astype(ms.float32)
+    weight = param.astype(ms.float32)
+    if param.ndim > 1:
+        update = update + weight_decay * weight
+        param_norm = ops.norm(weight)
+        update_norm = ops.norm(update)
+        trust = ops.select(param_norm > 0, ops.select(update_norm > 0, eta * param_norm / update_norm,
+                                                      ops.ones_like(param_norm)), ops.ones_like(param_norm))
+        update = update * trust
+    new_velocity = momentum * velocity + update
+    success = ops.assign(velocity, new_velocity)
+    return ops.depend(success, ops.assign(param, (weight - lr * new_velocity).astype(param.dtype)))
+
+
+class LARS(nn.Optimizer):
+    """SGD with momentum and layer-wise trust ratios, as facebookresearch/mae `util/lars.py` (MindSpore's
+    nn.LARS needs a kernel the CPU lacks)."""
+
+    def __init__(self, params, learning_rate, momentum=0.9, weight_decay=0.0, eta=0.001):
+        super().__init__(learning_rate, as_groups(params), weight_decay)
+        self.momentum = ms.Tensor(momentum, ms.float32)
+        self.eta = ms.Tensor(eta, ms.float32)
+        self.velocity = self._parameters.clone(prefix="lars_mu", init="zeros")
+
+    def construct(self, gradients):
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        if self.is_group_lr:
+            return self.hyper_map(ops.partial(_lars_update, self.momentum, self.eta), lr, weight_decay,
+                                  self._parameters, self.velocity, gradients)
+        return self.hyper_map(ops.partial(_lars_update, self.momentum, self.eta, lr), weight_decay,
+                              self._parameters, self.velocity, gradients)
 
 
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "relative_position_bias_table")
@@ -114,6 +159,8 @@ def create_optimizer(args, network, learning_rate):
         return nn.Momentum(groups, learning_rate, momentum=args.momentum)
     if name == "rmsprop":
         return nn.RMSProp(groups, learning_rate, decay=args.decay, momentum=args.momentum, epsilon=args.eps)
+    if name == "lars":
+        return LARS(groups, learning_rate, momentum=args.momentum)
     if name == "adamw":
         beta1, beta2 = args.beta
         return AdamW(groups, learning_rate, beta1=beta1, beta2=beta2, eps=args.eps)
