@@ -14,8 +14,8 @@ import numpy as np
 
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model
-from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
 from src.models.bit.convert import convert_bit_weights
+from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
 from src.tools.checkpoint import load_weights, save_checkpoint
 
 

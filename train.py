@@ -18,7 +18,6 @@ from src.tools.optimizer import create_optimizer
 from src.tools.schedulers import create_lr_schedule
 from src.trainers.train_one_step import create_train_step
 
-
 TASKS = ("classification", "mae_pretrain")
 
 

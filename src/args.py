@@ -170,7 +170,8 @@ def parse_args(argv=None):
     parser.add_argument("--config", default=None, help="YAML config file")
     for key, (_, help_text) in DEFAULTS.items():
         option_names = [f"--{key}"] + [f"--{alias}" for alias, name in ALIASES.items() if name == key]
-        parser.add_argument(*option_names, dest=key, type=value_parser(values[key]), default=values[key], help=help_text)
+        parser.add_argument(*option_names, dest=key, type=value_parser(values[key]), default=values[key],
+                            help=help_text)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         key = unknown[0].lstrip("-").split("=")[0]

@@ -2,20 +2,20 @@
 import json
 import re
 
+import mindspore as ms
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, assert_one_line_error, run_script
 from timm.models.beit import Beit as TimmBeit
 from timm.models.beit import checkpoint_filter_fn
 
-import mindspore as ms
-from conftest import ROOT, assert_one_line_error, run_script
 from src.args import parse_args
 from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model, list_models
+from src.models.layers import relative_position_index
 from src.models.vit import VisionTransformer
 from src.models.vit_convert import convert_vit_weights
-from src.models.layers import relative_position_index
 from src.tools.checkpoint import load_checkpoint, load_weights
 from src.tools.optimizer import create_optimizer
 

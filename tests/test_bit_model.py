@@ -1,12 +1,12 @@
 """BiT ResNetV2 against timm's resnetv2 (an independent PyTorch implementation), through every
 published weight layout and conv_pt2ckpt.py."""
+import mindspore as ms
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, run_script
 from timm.models.resnetv2 import _create_resnetv2_bit, _load_weights
 
-import mindspore as ms
-from conftest import assert_one_line_error, run_script
 from src.models import create_model, list_models
 from src.tools.checkpoint import load_checkpoint, load_weights
 
@@ -51,7 +51,8 @@ def timm_to_npz(model):
 
     weights = {"resnet/root_block/standardized_conv2d/kernel": hwio(model.stem.conv.weight),
                "resnet/group_norm/gamma": hwio(model.norm.weight), "resnet/group_norm/beta": hwio(model.norm.bias),
-               "resnet/head/conv2d/kernel": hwio(model.head.fc.weight), "resnet/head/conv2d/bias": hwio(model.head.fc.bias)}
+               "resnet/head/conv2d/kernel": hwio(model.head.fc.weight),
+               "resnet/head/conv2d/bias": hwio(model.head.fc.bias)}
     for i, stage in enumerate(model.stages):
         for j, block in enumerate(stage.blocks):
             prefix = f"resnet/block{i + 1}/unit{j + 1:02d}/"

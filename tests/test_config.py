@@ -1,6 +1,6 @@
 import pytest
-
 from conftest import TINY_CONFIG, assert_one_line_error, run_script
+
 from src.args import parse_args
 from src.errors import UserInputError
 

@@ -6,18 +6,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from timm.data import create_transform
 from timm.data import auto_augment as timm_aa
+from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing as TimmRandomErasing
 
 from src.args import parse_args
 from src.data import create_dataset
-from src.data.transforms import imagenet_train_transforms
-from src.data.augment.auto_augment import (FILL, OPS, RAND_INCREASING_TRANSFORMS, AutoAugment, GeometryStyle,
-                                          augmentation_from_string)
+from src.data.augment.auto_augment import (
+    FILL,
+    OPS,
+    RAND_INCREASING_TRANSFORMS,
+    AutoAugment,
+    GeometryStyle,
+    augmentation_from_string,
+)
 from src.data.augment.random_erasing import RandomErasing
 from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
 from src.data.sample_photos import bundled_photos, write_photo_imagenet
+from src.data.transforms import imagenet_train_transforms
 from src.errors import UserInputError
 
 N_SAMPLES = 20000
@@ -39,7 +45,8 @@ def ks_statistic(a, b):
     """Two-sample Kolmogorov-Smirnov distance."""
     a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
     grid = np.concatenate([a, b])
-    return np.abs(np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b)).max()
+    cdf_a = np.searchsorted(a, grid, side="right") / len(a)
+    return np.abs(cdf_a - np.searchsorted(b, grid, side="right") / len(b)).max()
 
 
 def ks_limit(n, m):

@@ -1,13 +1,13 @@
 """MAE: masking, loss, pretraining on real photos, and the fine-tuning ViT against timm."""
 import re
 
+import mindspore as ms
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, run_script
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-import mindspore as ms
-from conftest import ROOT, run_script
 from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model, list_models
 from src.models.mae.mae import MaskedAutoencoderViT, patchify, sincos_2d, unpatchify
@@ -137,7 +137,8 @@ def test_pretraining_on_real_photos_lowers_the_loss(tmp_path):
     data = tmp_path / "photos"
     write_photo_imagenet(str(data), num_classes=8, train_per_class=6, val_per_class=0)
     file_list = tmp_path / "list.txt"
-    file_list.write_text("".join(f"{p.relative_to(data / 'train')}\n" for p in sorted((data / "train").rglob("*.JPEG"))))
+    photos = sorted((data / "train").rglob("*.JPEG"))
+    file_list.write_text("".join(f"{p.relative_to(data / 'train')}\n" for p in photos))
     result = run_script("train.py", "--config", TINY_PRETRAIN, "--data_url", str(data / "train"), "--file_list",
                         str(file_list), "--train_url", str(tmp_path / "run"), "--epochs", "20", "--log_interval", "1")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,12 +1,12 @@
 """Optimizers, learning-rate schedules, losses and mixup against PyTorch / timm references."""
+import mindspore as ms
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mindspore import nn
 from timm.data.mixup import mixup_target
 
-import mindspore as ms
-from mindspore import nn
 from src.data.augment.mixup import Mixup, mixup_targets
 from src.tools.criterion import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from src.tools.optimizer import AdamW, param_groups

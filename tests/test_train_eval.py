@@ -5,8 +5,8 @@ import os
 import re
 
 import pytest
-
 from conftest import ROOT, TINY_CONFIG, assert_one_line_error, run_script
+
 from src.tools.checkpoint import load_checkpoint
 
 STEPS = 1437 // 32

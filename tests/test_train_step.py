@@ -1,9 +1,9 @@
 """The train-one-step cell: loss scaling, overflow skip, global-norm clipping, EMA."""
+import mindspore as ms
 import numpy as np
 import pytest
-
-import mindspore as ms
 from mindspore import nn
+
 from src.trainers.train_one_step import TrainOneStepCell
 
 ms.set_context(mode=ms.GRAPH_MODE)

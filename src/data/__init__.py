@@ -6,8 +6,12 @@ import mindspore.dataset as ds
 from src.data.augment.mixup import Mixup
 from src.data.cifar10 import load_cifar10
 from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
-from src.data.transforms import (cifar_train_transforms, eval_transforms, imagenet_eval_transforms,
-                                 imagenet_train_transforms)
+from src.data.transforms import (
+    cifar_train_transforms,
+    eval_transforms,
+    imagenet_eval_transforms,
+    imagenet_train_transforms,
+)
 from src.errors import UserInputError
 
 DATASETS = ("CIFAR10", "ImageNet", "ImageFolder")

@@ -1,7 +1,6 @@
 """Image transforms built from the config: MindSpore's C++ vision ops on HWC uint8 images."""
 import mindspore.dataset.vision as vision
 from mindspore.dataset.vision import Inter
-
 from PIL import Image
 
 from src.data.augment.auto_augment import GeometryStyle, augmentation_from_string

@@ -5,7 +5,6 @@ import src.models.mae.mae  # noqa: F401
 import src.models.mae.models_vit  # noqa: F401
 from src.models.registry import create_model, list_models, register_model
 
-
 # config key -> constructor argument, for the keys a config may set on a model
 MODEL_ARGS = {"num_classes": "num_classes", "layers": "layers", "width_factor": "width_factor",
               "drop_path_rate": "drop_path_rate", "image_size": "img_size", "patch_size": "patch_size",

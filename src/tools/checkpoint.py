@@ -38,7 +38,8 @@ def load_checkpoint(path):
         return ms.load_checkpoint(path)
     except Exception as err:  # MindSpore raises ValueError/RuntimeError variants for bad files
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserInputError(f"cannot read checkpoint {path} (corrupt or not a MindSpore .ckpt): {first_line}") from None
+        raise UserInputError(f"cannot read checkpoint {path} (corrupt or not a MindSpore .ckpt): "
+                             f"{first_line}") from None
 
 
 def network_weights(param_dict, use_ema=False):

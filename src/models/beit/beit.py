@@ -3,6 +3,7 @@ bias, q/v biases, layer scale, mean pooling), registered under unilm's / timm's 
 from src.models.registry import register_model
 from src.models.vit import VisionTransformer
 
+
 def _beit(defaults, **kwargs):
     return VisionTransformer(**dict(defaults, **kwargs))
 

@@ -85,7 +85,8 @@ class ResNetV2(nn.Cell):
         stage_widths = [int(c * width_factor) for c in (256, 512, 1024, 2048)]
         mid_widths = [int(c * width_factor) for c in (64, 128, 256, 512)]
         if any(c % GROUPS for c in stage_widths + mid_widths):
-            raise UserInputError(f"width_factor {width_factor} gives channel counts that GroupNorm({GROUPS}) cannot split")
+            raise UserInputError(f"width_factor {width_factor} gives channel counts that GroupNorm({GROUPS}) "
+                                 "cannot split")
         in_widths = [width] + stage_widths[:-1]
         self.body = nn.SequentialCell(OrderedDict([
             (f"block{index + 1}", make_stage(layers[index], in_widths[index], stage_widths[index], mid_widths[index],
