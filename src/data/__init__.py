@@ -14,9 +14,6 @@ from src.data.transforms import (
 )
 from src.errors import UserInputError
 
-DATASETS = ("CIFAR10", "ImageNet", "ImageFolder")
-
-
 def uses_mixup(args):
     return args.mix_up > 0 or args.cutmix > 0
 
@@ -57,12 +54,14 @@ def _image_folder(args, training, num_shards, shard_id):
     return dataset, len(samples), imagenet_train_transforms(args, args.seed + (shard_id or 0))
 
 
+DATASETS = {"CIFAR10": _cifar10, "ImageNet": _imagenet, "ImageFolder": _image_folder}
+
+
 def create_dataset(args, training, num_shards=None, shard_id=None):
     """Batched (image, label) dataset; with mixup on, training labels are soft targets."""
-    builders = {"CIFAR10": _cifar10, "ImageNet": _imagenet, "ImageFolder": _image_folder}
-    if args.set not in builders:
+    if args.set not in DATASETS:
         raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
-    dataset, num_samples, transforms = builders[args.set](args, training, num_shards, shard_id)
+    dataset, num_samples, transforms = DATASETS[args.set](args, training, num_shards, shard_id)
     if num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
     workers = max(1, args.num_parallel_workers)
