@@ -33,7 +33,7 @@ DEFAULTS = {
     "abs_pos_emb": (None, "BEiT: absolute position embedding"),
     "use_mean_pooling": (None, "BEiT: mean of patch tokens + fc_norm (else final norm + cls token)"),
     "global_pool": (None, "MAE ViT: mean of patch tokens + fc_norm (else cls token + norm)"),
-    "linear_probe": (False, "MAE linear probing: BatchNorm + linear head on a frozen encoder"),
+    "linear_probe": (None, "MAE linear probing: BatchNorm + linear head on a frozen encoder"),
     "freeze_blocks": (0, "partial fine-tuning: freeze the embeddings and the first N blocks"),
     "mask_ratio": (None, "MAE pretraining: fraction of patches removed (0.75)"),
     "norm_pix_loss": (None, "MAE pretraining: per-patch normalised pixel targets"),
