@@ -4,16 +4,24 @@
     python conv_pt2ckpt.py --pth_file beit_base_patch16_224_pt22k_ft22k.pth --ckpt_file pretrained_beit.ckpt \
         --arch beit_base_patch16_224_pt22k_ft22k [--img_size 384]
 
-BiT's depths and width are read off the weights; transformers need --arch (and --img_size to
-resize position embeddings and relative position tables for another resolution).
+    python conv_pt2ckpt.py --pth_file encoder.pkl --ckpt_file dall_e_encoder.ckpt
+    python conv_pt2ckpt.py --pth_file vqkd_encoder_base_decoder_3x768x12_clip-d5036aa7.pth \
+        --ckpt_file vqkd_encoder_base_decoder_3x768x12_clip.ckpt --arch vqkd_encoder_base_decoder_3x768x12_clip
+
+BiT's and DALL-E's sizes are read off the weights; transformers need --arch (and --img_size to
+resize position embeddings and relative position tables for another resolution; --model_args for
+sizes a variant does not have, e.g. "{num_heads: 2}"). BEiT pretraining checkpoints (mask_token,
+lm_head) convert to the `*_8k_vocab` models; VQ-KD checkpoints lose their teacher.
 """
 import argparse
 import os
 
 import numpy as np
+import yaml
 
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model
+from src.models.beit.convert import convert_dalle_weights, convert_vqkd_weights, is_dalle_state_dict, is_vqkd_state_dict
 from src.models.bit.convert import convert_bit_weights
 from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
 from src.tools.checkpoint import load_weights, save_checkpoint
@@ -32,7 +40,10 @@ def read_published_weights(path):
     import torch  # only conversion needs PyTorch
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if path.endswith(".pkl"):
+            checkpoint = load_pickled_module(path).state_dict()
+        else:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad or unsafe files
         raise UserInputError(f"cannot read {path} as a PyTorch checkpoint: {str(err).splitlines()[0]}") from None
     for wrapper_key in ("model", "module", "state_dict"):
@@ -42,6 +53,59 @@ def read_published_weights(path):
     if not isinstance(checkpoint, dict):
         raise UserInputError(f"{path} holds no state dict")
     return {key: value.float().numpy() for key, value in checkpoint.items() if isinstance(value, torch.Tensor)}
+
+
+def load_pickled_module(path):
+    """A whole pickled torch module (DALL-E's `encoder.pkl`) without its package: classes of `dall_e`
+    become plain modules holding the parameters; anything outside torch is refused, not executed."""
+    import pickle
+    import types
+
+    import torch
+
+    allowed = {("collections", "OrderedDict"), ("builtins", "object"), ("copyreg", "_reconstructor"),
+               ("builtins", "set")}
+    stubs = {}
+
+    class RestrictedUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            module = "builtins" if module == "__builtin__" else module  # protocol-2 spelling
+            if module == "dall_e" or module.startswith("dall_e."):
+                return stubs.setdefault(name, type(name, (torch.nn.Module,), {}))
+            if module == "torch" or module.startswith("torch.") or (module, name) in allowed:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+    restricted = types.SimpleNamespace(__name__="pickle", Unpickler=RestrictedUnpickler, load=pickle.load)
+    module = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted)
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError("not a pickled torch module")
+    return module
+
+
+def dalle_arch_kwargs(weights):
+    """Width, blocks per group and vocabulary read off converted DALL-E encoder weights."""
+    blocks = {name.split(".")[2] for name in weights if name.startswith("blocks.group_1.block_")}
+    return {"n_hid": weights["blocks.input.weight"].shape[0], "n_blk_per_group": len(blocks),
+            "vocab_size": weights["blocks.output.conv.weight"].shape[0]}
+
+
+def vqkd_arch_kwargs(weights):
+    """Sizes read off converted VQ-KD weights (attention heads excepted)."""
+    def depth(prefix):
+        return len({name.split(".")[2] for name in weights if name.startswith(f"{prefix}.blocks.")})
+
+    codebook_size, codebook_dim = weights["quantize.embedding.weight"].shape
+    patch_size = weights["encoder.patch_embed.proj.weight"].shape[-1]
+    grid = int(round((weights["encoder.pos_embed"].shape[1] - 1) ** 0.5))
+    kwargs = {"embed_dim": weights["encoder.cls_token"].shape[-1], "depth": depth("encoder"),
+              "patch_size": patch_size, "img_size": grid * patch_size,
+              "codebook_size": codebook_size, "codebook_dim": codebook_dim}
+    if "decode_task_layer.2.weight" in weights:
+        kwargs.update(decoder_depth=depth("decoder"), decoder_out_dim=weights["decode_task_layer.2.weight"].shape[0])
+    else:
+        kwargs["as_tokenizer"] = True
+    return kwargs
 
 
 def bit_arch_kwargs(weights):
@@ -59,15 +123,30 @@ def main(argv=None):
     parser.add_argument("--ckpt_file", required=True, help="MindSpore checkpoint to write")
     parser.add_argument("--arch", default=None, help="the registered model the weights are for")
     parser.add_argument("--img_size", type=int, default=None, help="transformers: target resolution")
+    parser.add_argument("--model_args", type=yaml.safe_load, default=None,
+                        help='constructor overrides as YAML, e.g. "{num_heads: 2}"')
     args = parser.parse_args(argv)
+    if args.model_args is not None and not isinstance(args.model_args, dict):
+        raise UserInputError(f"--model_args must be a YAML mapping, got {args.model_args!r}")
+    model_args = args.model_args or {}
 
     published = read_published_weights(args.pth_file)
-    if is_vit_state_dict(published):
+    if is_dalle_state_dict(published):
+        weights = convert_dalle_weights(published)
+        network = create_model(args.arch or "dall_e_encoder", **{**dalle_arch_kwargs(weights), **model_args})
+        load_weights(network, weights, args.pth_file)
+    elif is_vqkd_state_dict(published):
+        if not args.arch:
+            raise UserInputError("a VQ-KD checkpoint needs --arch (e.g. vqkd_encoder_base_decoder_3x768x12_clip)")
+        weights = convert_vqkd_weights(published)
+        network = create_model(args.arch, **{**vqkd_arch_kwargs(weights), **model_args})
+        load_weights(network, weights, args.pth_file)
+    elif is_vit_state_dict(published):
         if not args.arch:
             raise UserInputError("a transformer checkpoint needs --arch (e.g. beit_base_patch16_224)")
         head = published.get("head.weight")
         network = create_model(args.arch, img_size=args.img_size,
-                               num_classes=None if head is None else head.shape[0])
+                               num_classes=None if head is None else head.shape[0], **model_args)
         weights = convert_vit_weights(published, network)
         # a pretraining checkpoint has no classifier: it starts anew
         load_weights(network, weights, args.pth_file, missing_ok=("head.", "fc_norm."))

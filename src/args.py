@@ -15,7 +15,8 @@ from src.errors import UserInputError
 # key: (default, help)
 DEFAULTS = {
     # ===== Architecture ===== #
-    "task": ("classification", "classification, or mae_pretrain (masked-autoencoder pretraining)"),
+    "task": ("classification", "classification, mae_pretrain (masked autoencoder), beit_pretrain (masked image "
+                               "modeling of tokenizer codes), vqkd_train (BEiT v2 tokenizer distillation)"),
     "arch": ("bit_m_r50x1", "model name registered in src.models"),
     "num_classes": (1000, "number of classes of the head"),
     "layers": (None, "BiT: units per stage, overrides the variant (e.g. [1, 1, 1, 1])"),
@@ -40,6 +41,28 @@ DEFAULTS = {
     "decoder_embed_dim": (None, "MAE pretraining: decoder width (512)"),
     "decoder_depth": (None, "MAE pretraining: decoder blocks (8)"),
     "decoder_num_heads": (None, "MAE pretraining: decoder attention heads (16)"),
+    "vocab_size": (None, "BEiT pretraining: tokenizer vocabulary (8192)"),
+    "early_layers": (None, "BEiT v2 CLS pretraining: the block whose patch tokens feed the CLS head"),
+    "head_layers": (None, "BEiT v2 CLS pretraining: blocks of the CLS head (2)"),
+    "shared_lm_head": (None, "BEiT v2 CLS pretraining: the CLS head shares norm and lm_head"),
+    "tokenizer": (None, "BEiT pretraining: tokenizer model (dall_e_encoder, vqkd_encoder_base_decoder_3x768x12_clip)"),
+    "tokenizer_pretrained": (None, "BEiT pretraining: tokenizer checkpoint (.ckpt, see conv_pt2ckpt.py)"),
+    "tokenizer_args": (None, "BEiT pretraining: tokenizer constructor overrides, e.g. {n_hid: 64}"),
+    "second_input_size": (112, "BEiT pretraining: the tokenizer's input size (DALL-E 112, VQ-KD 224)"),
+    "second_interpolation": ("lanczos", "BEiT pretraining: the tokenizer view's resize interpolation"),
+    "color_jitter": (0.0, "BEiT v2 pretraining: brightness / contrast / saturation jitter (0.4)"),
+    "num_mask_patches": (75, "BEiT pretraining: patches masked per image"),
+    "min_mask_patches_per_block": (16, "BEiT pretraining: smallest masking block"),
+    "max_mask_patches_per_block": (None, "BEiT pretraining: largest masking block (unset: num_mask_patches)"),
+    "codebook_size": (None, "VQ-KD: number of codes (8192)"),
+    "codebook_dim": (None, "VQ-KD: code dimension (32)"),
+    "codebook_decay": (None, "VQ-KD: codebook EMA decay (0.99)"),
+    "quantize_kmeans_init": (False, "VQ-KD training: initialise the codebook by k-means on the first batch"),
+    "teacher": (None, "VQ-KD training: the teacher model whose patch features are distilled"),
+    "teacher_pretrained": (None, "VQ-KD training: teacher checkpoint (.ckpt)"),
+    "teacher_args": (None, "VQ-KD training: teacher constructor overrides, e.g. {depth: 2}"),
+    "teacher_mean": ([0.485, 0.456, 0.406], "VQ-KD training: the teacher's input normalisation mean"),
+    "teacher_std": ([0.229, 0.224, 0.225], "VQ-KD training: the teacher's input normalisation std"),
     "pretrained": (None, "checkpoint (.ckpt) whose weights initialise the model"),
     "resume": (None, "checkpoint to resume training from (epoch, optimizer, loss scale, EMA)"),
     # ===== Dataset ===== #
@@ -50,7 +73,8 @@ DEFAULTS = {
     "image_size": (224, "training / evaluation crop size"),
     "crop_ratio": (0.875, "images are resized to image_size / crop_ratio before cropping"),
     "crop_min_scale": (0.08, "ImageNet training: smallest RandomResizedCrop area (MAE pretraining: 0.2)"),
-    "interpolation": ("bilinear", "resize (and auto_augment) interpolation: nearest, bilinear, bicubic"),
+    "interpolation": ("bilinear", "resize (and auto_augment) interpolation: nearest, bilinear, bicubic "
+                                  "(BEiT pretraining also lanczos)"),
     "mean": ([0.485, 0.456, 0.406], "per-channel normalisation mean, on a 0..1 scale"),
     "std": ([0.229, 0.224, 0.225], "per-channel normalisation std, on a 0..1 scale"),
     "batch_size": (64, "batch size per device"),

@@ -6,6 +6,7 @@ import mindspore.dataset as ds
 from src.data.augment.mixup import Mixup
 from src.data.cifar10 import load_cifar10
 from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
+from src.data.mim_views import MaskedImageModelingViews
 from src.data.transforms import (
     cifar_train_transforms,
     eval_transforms,
@@ -13,6 +14,9 @@ from src.data.transforms import (
     imagenet_train_transforms,
 )
 from src.errors import UserInputError
+
+MIM_COLUMNS = ["image", "tokenizer_image", "bool_masked_pos"]
+
 
 def uses_mixup(args):
     return args.mix_up > 0 or args.cutmix > 0
@@ -58,15 +62,24 @@ DATASETS = {"CIFAR10": _cifar10, "ImageNet": _imagenet, "ImageFolder": _image_fo
 
 
 def create_dataset(args, training, num_shards=None, shard_id=None):
-    """Batched (image, label) dataset; with mixup on, training labels are soft targets."""
+    """Batched (image, label) dataset; with mixup on, training labels are soft targets. BEiT pretraining
+    (task beit_pretrain) gets (image, tokenizer_image, bool_masked_pos) rows instead."""
     if args.set not in DATASETS:
         raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
+    masked_image_modeling = args.task == "beit_pretrain"
+    if masked_image_modeling and args.set != "ImageFolder":
+        raise UserInputError(f"task beit_pretrain reads unlabeled images: set ImageFolder, not {args.set}")
     dataset, num_samples, transforms = DATASETS[args.set](args, training, num_shards, shard_id)
     if num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
     workers = max(1, args.num_parallel_workers)
-    dataset = dataset.map(transforms, input_columns="image", num_parallel_workers=workers)
-    dataset = dataset.map(lambda label: label.astype("int32"), input_columns="label")
+    if masked_image_modeling:
+        views = MaskedImageModelingViews(args, seed=args.seed + (shard_id or 0))
+        dataset = dataset.map(views, input_columns="image", output_columns=MIM_COLUMNS,
+                              num_parallel_workers=workers).project(MIM_COLUMNS)
+    else:
+        dataset = dataset.map(transforms, input_columns="image", num_parallel_workers=workers)
+        dataset = dataset.map(lambda label: label.astype("int32"), input_columns="label")
     per_device = num_samples // (num_shards or 1)
     if training and per_device < args.batch_size:
         raise UserInputError(f"batch_size {args.batch_size} is larger than the {per_device} training images "

@@ -176,6 +176,15 @@ class Block(nn.Cell):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def frozen(network, prefix):
+    """`network` with gradients off and parameter names under `prefix`: a helper (tokenizer, teacher)
+    inside a loss cell, kept apart from the trained model's names in checkpoints."""
+    for param in network.get_parameters():
+        param.requires_grad = False
+    network.update_parameters_name(prefix)
+    return network
+
+
 def rescale_residual_projections(blocks):
     """Divide each block's output projections by sqrt(2 * layer), as BEiT's `fix_init_weight`."""
     for layer, block in enumerate(blocks, start=1):

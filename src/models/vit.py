@@ -13,7 +13,8 @@ from src.models.layers import Block, PatchEmbed, RelativePositionBias, dense, la
 
 
 class VisionTransformer(nn.Cell):
-    """Constructor arguments carry unilm's names; `qkv_bias`: "qv" (BEiT), True (a plain bias) or False."""
+    """Constructor arguments carry unilm's names; `qkv_bias`: "qv" (BEiT), True (a plain bias) or False;
+    `num_classes` 0: no head (a backbone: tokenizer encoders, distillation teachers)."""
 
     classifier_name = "head"  # dropped when a checkpoint's class count differs
 
@@ -23,6 +24,7 @@ class VisionTransformer(nn.Cell):
                  use_mean_pooling=True, init_scale=0.001, head_bn=False):
         super().__init__()
         self.num_classes = num_classes
+        self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         grid = self.patch_embed.grid_size
         self.cls_token = ms.Parameter(initializer(TruncatedNormal(0.02), (1, 1, embed_dim), ms.float32),
@@ -48,22 +50,41 @@ class VisionTransformer(nn.Cell):
         self.head_bn = head_bn
         if head_bn:  # MAE's linear probe: BatchNorm without affine parameters in front of the classifier
             self.head_norm = nn.BatchNorm1d(embed_dim, affine=False, eps=1e-6)
-        self.head = dense(embed_dim, num_classes)
-        self.head.weight.set_data(self.head.weight * init_scale)
+        if num_classes > 0:
+            self.head = dense(embed_dim, num_classes)
+            self.head.weight.set_data(self.head.weight * init_scale)
         rescale_residual_projections(self.blocks)
 
-    def forward_features(self, x):
-        x = self.patch_embed(x)
-        cls = ops.broadcast_to(self.cls_token.astype(x.dtype), (x.shape[0], 1, x.shape[2]))
-        x = ops.concat((cls, x), axis=1)
+    def with_cls_token(self, patches):
+        """(B, N, D) patch embeddings -> (B, 1 + N, D) with the cls token and the absolute position embedding."""
+        cls = ops.broadcast_to(self.cls_token.astype(patches.dtype), (patches.shape[0], 1, patches.shape[2]))
+        x = ops.concat((cls, patches), axis=1)
         if self.use_abs_pos_emb:
             x = x + self.pos_embed.astype(x.dtype)
-        shared_bias = self.rel_pos_bias() if self.use_shared_rel_pos_bias else None
+        return x
+
+    def shared_bias(self):
+        return self.rel_pos_bias() if self.use_shared_rel_pos_bias else None
+
+    def forward_tokens(self, x):
+        """All tokens after the last block, not normalised."""
+        x = self.with_cls_token(self.patch_embed(x))
+        shared_bias = self.shared_bias()
         for block in self.blocks:
             x = block(x, shared_bias)
+        return x
+
+    def forward_features(self, x):
+        x = self.forward_tokens(x)
         if self.use_mean_pooling:
             return self.fc_norm(x[:, 1:].mean(axis=1))
         return self.norm(x)[:, 0]
+
+    def forward_patch_tokens(self, x):
+        """Normalised patch tokens (B, N, D), as unilm's `return_patch_tokens`: what tokenizers quantise
+        and distillation teachers provide."""
+        x = self.forward_tokens(x)[:, 1:]
+        return self.fc_norm(x) if self.use_mean_pooling else self.norm(x)
 
     def construct(self, x):
         features = self.forward_features(x)

@@ -15,14 +15,15 @@ import numpy as np
 from src.errors import UserInputError
 
 SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
-LAYER_NORMS = re.compile(r"(^|\.)(norm\d?|fc_norm)\.(weight|bias)$")
+LAYER_NORMS = re.compile(r"(^|\.)(norm\d?|fc_norm|cls_pt_norm)\.(weight|bias)$")
 
 
 def is_vit_state_dict(weights):
     return "cls_token" in weights and any(key.endswith("attn.qkv.weight") for key in weights)
 
 
-def _rename(key):
+def rename_layer_norm(key):
+    """torch LayerNorm weight / bias -> MindSpore gamma / beta."""
     match = LAYER_NORMS.search(key)
     if match:
         return key[:match.start(3)] + ("gamma" if match.group(3) == "weight" else "beta")
@@ -92,7 +93,7 @@ def convert_vit_weights(weights, network):
     for key, value in weights.items():
         if key.endswith("relative_position_index"):
             continue
-        name = _rename(key)
+        name = rename_layer_norm(key)
         value = np.asarray(value, dtype=np.float32)
         if name == "pos_embed":
             value = resize_pos_embed(value, grid)

@@ -78,11 +78,12 @@ class CheckpointAndEval(Callback):
 
     Checkpoints are named as the seeds': `ckpt_0000/<arch>_0000-<epoch>_<steps>.ckpt` and
     `ckpt_best_0000/...` (0000: the rank). They hold the train cell's parameters (model, optimizer
-    state, loss scale, EMA) plus the epoch and the best accuracy so far, for resuming.
+    state, loss scale, EMA) plus the epoch and the best accuracy so far, for resuming; parameters that
+    `skip` accepts (a frozen tokenizer or teacher) are left out.
     """
 
     def __init__(self, train_cell, network, eval_dataset, args, steps_per_epoch, rank=0, best=(0.0, 0),
-                 save=True, show_rank=False, log=print):
+                 save=True, show_rank=False, skip=None, log=print):
         super().__init__()
         self.train_cell = train_cell
         self.network = network
@@ -97,12 +98,13 @@ class CheckpointAndEval(Callback):
         self.best_acc, self.best_epoch = best
         self.save = save
         self.device_tag = f" device: {rank:04d}" if show_rank else ""
+        self.skip = skip
         self.log = log
 
     def _save(self, folder, epoch, keep):
         path = os.path.join(folder, f"{self.prefix}-{epoch}_{self.steps_per_epoch}.ckpt")
         save_checkpoint(self.train_cell, path, append_dict={
-            "epoch_num": epoch, "best_acc": float(self.best_acc), "best_epoch": int(self.best_epoch)})
+            "epoch_num": epoch, "best_acc": float(self.best_acc), "best_epoch": int(self.best_epoch)}, skip=self.skip)
         old = sorted(glob.glob(os.path.join(folder, f"{self.prefix}-*.ckpt")), key=_checkpoint_epoch)
         for stale in old[:-keep] if keep > 0 else []:
             os.remove(stale)

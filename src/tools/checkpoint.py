@@ -10,10 +10,10 @@ from src.errors import UserInputError
 EMA_PREFIX = "ema."
 
 
-def save_checkpoint(save_obj, path, append_dict=None):
+def save_checkpoint(save_obj, path, append_dict=None, skip=None):
     """Write a .ckpt so that `path` is either the old file or the complete new one, never a part.
 
-    `save_obj` is a Cell, or a {name: array or Tensor} dict.
+    `save_obj` is a Cell, or a {name: array or Tensor} dict; parameters whose name `skip` accepts are left out.
     """
     if isinstance(save_obj, dict):
         save_obj = [{"name": name, "data": value if isinstance(value, ms.Tensor) else ms.Tensor(value)}
@@ -23,7 +23,8 @@ def save_checkpoint(save_obj, path, append_dict=None):
     handle, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
     os.close(handle)
     try:
-        ms.save_checkpoint(save_obj, tmp_path, append_dict=append_dict)
+        ms.save_checkpoint(save_obj, tmp_path, append_dict=append_dict,
+                           choice_func=None if skip is None else lambda name: not skip(name))
         os.replace(tmp_path, path)
     finally:
         if os.path.exists(tmp_path):
@@ -61,19 +62,22 @@ def load_inference_weights(network, path, use_ema=True):
     return use_ema
 
 
-def load_weights(network, weights, source, head_prefixes=(), missing_ok=(), log=print):
+def load_weights(network, weights, source, head_prefixes=(), missing_ok=(), skip=None, log=print):
     """Load {name: array/Parameter} into `network`, checking names and shapes.
 
     Parameters under `head_prefixes` whose shape differs (another class count) are left at their
     initial values with a message, for fine-tuning; any other mismatch or missing weight is an error.
     Parameters under `missing_ok` may be absent (a pretraining checkpoint has no classifier) and keep
     their initial values. Extra entries in `weights` that the network lacks (optimizer state, EMA, an MAE
-    decoder) are ignored.
+    decoder) are ignored. Parameters whose name `skip` accepts (frozen helper networks, loaded from their own
+    files) are neither looked for nor loaded.
     """
     to_load = {}
     dropped_head = []
     missing = []
     for param in network.get_parameters():
+        if skip is not None and skip(param.name):
+            continue
         if param.name not in weights:
             if param.name.startswith(tuple(missing_ok)):
                 missing.append(param.name)
