@@ -79,6 +79,7 @@ DEFAULTS = {
     "std": ([0.229, 0.224, 0.225], "per-channel normalisation std, on a 0..1 scale"),
     "batch_size": (64, "batch size per device"),
     "num_parallel_workers": (4, "data pipeline workers"),
+    "hflip": (0.5, "training: horizontal flip probability"),
     "rand_augment_num_layers": (0, "RandAugment operations per image (0: off)"),
     "rand_augment_magnitude": (9, "RandAugment magnitude (0..30)"),
     "auto_augment": (None, "timm policy: rand-m9-mstd0.5-inc1, rand-mN-nK..., original, v0 (ImageNet)"),
@@ -130,7 +131,11 @@ DEFAULTS = {
     "device_id": (0, "device index"),
     "device_num": (1, "devices in data-parallel training"),
     "graph_mode": (True, "GRAPH_MODE (True) or PYNATIVE_MODE (False)"),
-    "run_modelarts": (False, "copy data and outputs through ModelArts moxing"),
+    "save_all_ranks": (False, "data parallel: every rank writes its checkpoints (train_url/ckpt_<rank>), "
+                              "not only rank 0"),
+    "run_modelarts": (False, "ModelArts / OpenI: copy obs:// inputs to cache_dir and outputs back through moxing"),
+    "cache_dir": ("/cache", "ModelArts: the node-local folder obs:// inputs and the outputs are copied to"),
+    "cache_sync_timeout": (3600, "ModelArts: seconds a process waits for another on its node to copy the inputs"),
 }
 
 # Spellings from the seed repositories (BigTransfer) mapped to the canonical key.

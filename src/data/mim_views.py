@@ -74,6 +74,7 @@ class MaskedImageModelingViews:
         self.second_interpolation = pil_interpolation(args.second_interpolation)
         self.scale = (args.crop_min_scale, 1.0)
         self.color_jitter = args.color_jitter
+        self.hflip = args.hflip
         self.mean = np.asarray(args.mean, np.float32).reshape(3, 1, 1)
         self.std = np.asarray(args.std, np.float32).reshape(3, 1, 1)
         self.rng = random.Random(seed)
@@ -84,7 +85,7 @@ class MaskedImageModelingViews:
         image = Image.open(io.BytesIO(encoded.tobytes())).convert("RGB")
         if self.color_jitter > 0:
             image = color_jitter(image, self.color_jitter, self.rng)
-        if self.rng.random() < 0.5:
+        if self.rng.random() < self.hflip:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         box = random_resized_crop_box(image.width, image.height, self.scale, (3 / 4, 4 / 3), self.rng)
         patches = image.resize((self.size, self.size), self.interpolation, box=box)

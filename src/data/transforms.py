@@ -25,12 +25,18 @@ def normalize_ops(args):
     return [vision.Normalize(mean=[255 * m for m in args.mean], std=[255 * s for s in args.std]), vision.HWC2CHW()]
 
 
+def horizontal_flip(args):
+    if not 0 <= args.hflip <= 1:
+        raise UserInputError(f"hflip is a probability in [0, 1], got {args.hflip}")
+    return vision.RandomHorizontalFlip(args.hflip)
+
+
 def cifar_train_transforms(args):
     """Resize, random crop, flip and RandAugment (BiT's CIFAR recipe), then normalise."""
     size = resize_size(args)
     ops = [vision.Resize((size, size), interpolation_mode(args.interpolation)),
            vision.RandomCrop(args.image_size),
-           vision.RandomHorizontalFlip()]
+           horizontal_flip(args)]
     if args.rand_augment_num_layers > 0:
         if not 0 <= args.rand_augment_magnitude < 31:
             raise UserInputError(f"rand_augment_magnitude must be in 0..30, got {args.rand_augment_magnitude}")
@@ -58,7 +64,7 @@ def imagenet_train_transforms(args, seed=None):
     """
     ops = [vision.RandomCropDecodeResize(args.image_size, scale=(args.crop_min_scale, 1.0), ratio=(3 / 4, 4 / 3),
                                          interpolation=interpolation_mode(args.interpolation)),
-           vision.RandomHorizontalFlip()]
+           horizontal_flip(args)]
     if args.auto_augment:
         # as timm's create_transform: geometric ops fill with the mean colour and use the configured
         # interpolation

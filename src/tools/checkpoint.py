@@ -36,7 +36,7 @@ def load_checkpoint(path):
     if not path or not os.path.isfile(path):
         raise UserInputError(f"checkpoint not found: {path}")
     try:
-        return ms.load_checkpoint(path)
+        return ms.load_checkpoint(os.fspath(path))
     except Exception as err:  # MindSpore raises ValueError/RuntimeError variants for bad files
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"cannot read checkpoint {path} (corrupt or not a MindSpore .ckpt): "

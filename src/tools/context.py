@@ -15,18 +15,27 @@ def launched_distributed():
 
 
 def init_context(args):
-    """Set mode and device; with device_num > 1 (or under a launcher) start data parallel.
-
-    Returns (rank, group_size).
-    """
+    """Set mode and device. A launched process takes its device from the launcher (DEVICE_ID, msrun's
+    local rank); a single one from `device_id`."""
     if args.device_target not in DEVICE_TARGETS:
         raise UserInputError(f"unknown device_target '{args.device_target}', expected one of {list(DEVICE_TARGETS)}")
     ms.set_context(mode=ms.GRAPH_MODE if args.graph_mode else ms.PYNATIVE_MODE)
     ms.set_device(args.device_target, None if launched_distributed() else args.device_id)
-    if args.device_num <= 1 and not launched_distributed():
+
+
+def init_data_parallel(args):
+    """Under a launcher (msrun, rank table), join the collective group and train data parallel: gradients are
+    averaged over the devices, the learning rate is the config's as it stands. Returns (rank, group_size)."""
+    if not launched_distributed():
+        if args.device_num > 1:
+            raise UserInputError(f"device_num {args.device_num} needs one process per device: launch with "
+                                 "scripts/run_distribute_train.sh (msrun or an Ascend rank table)")
         return 0, 1
     init()
     rank, group_size = get_rank(), get_group_size()
+    if args.device_num != group_size:
+        raise UserInputError(f"device_num is {args.device_num} but the launcher started {group_size} processes: "
+                             "the global batch would not be the config's (pass --device_num)")
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=group_size)
     return rank, group_size

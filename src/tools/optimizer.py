@@ -165,3 +165,10 @@ def create_optimizer(args, network, learning_rate):
         beta1, beta2 = args.beta
         return AdamW(groups, learning_rate, beta1=beta1, beta2=beta2, eps=args.eps)
     raise UserInputError(f"unknown optimizer '{args.optimizer}', expected one of {list(OPTIMIZERS)}")
+
+
+def schedule_param_names(optimizer):
+    """Names of the optimizer's per-step learning-rate arrays. A resumed run rebuilds them from its config
+    (which may train for more epochs) instead of loading them."""
+    rates = optimizer.learning_rate  # a Parameter, or with per-group rates a CellList holding them
+    return {param.name for param in rates.get_parameters()} if isinstance(rates, nn.Cell) else {rates.name}

@@ -1,0 +1,160 @@
+"""scripts/run_distribute_train.sh: two msrun workers on the CPU against one process over the same global
+batch, a worker that dies, resuming afterwards, and the Ascend rank-table branch (with a stand-in python)."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY_CONFIG
+
+from src.tools.checkpoint import load_checkpoint
+
+# deterministic inputs (no crop offsets, no flips) so that a step sees the same images however they are
+# split over devices; a small lr keeps the tiny model's trajectory smooth enough to compare after 8 steps
+SAME_BATCHES = ["--crop_ratio", "1", "--hflip", "0", "--eval_interval", "0", "--log_interval", "1",
+                "--base_lr", "0.01", "--warmup_lr", "0.001"]
+STEPS = 128 // 32
+
+
+def script(name, *args, env=None, **kwargs):
+    full_env = dict(os.environ, GLOG_v="3", PYTHONUNBUFFERED="1", MASTER_PORT=str(8200 + os.getpid() % 500),
+                    CLUSTER_TIME_OUT="120", **(env or {}))
+    return subprocess.Popen(["bash", os.path.join(ROOT, "scripts", name), *args], cwd=ROOT, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def finish(process, timeout=600):
+    stdout, stderr = process.communicate(timeout=timeout)
+    return process.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    """128 training digits: 4 steps of a global batch of 32."""
+    from prepare_digits_cifar10 import digits_as_cifar
+
+    from src.data.cifar10 import write_cifar10_folder
+
+    (train_x, train_y), (test_x, test_y) = digits_as_cifar()
+    folder = tmp_path_factory.mktemp("small") / "cifar-10-batches-bin"
+    write_cifar10_folder(str(folder), (train_x[:128], train_y[:128]), (test_x[:64], test_y[:64]))
+    return str(folder)
+
+
+def checkpoint_arrays(path):
+    return {name: value.asnumpy() for name, value in load_checkpoint(path).items()}
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("run_distribute_train.sh", [], "expected at least 3 arguments, got 0"),
+    ("run_distribute_train.sh", ["two", TINY_CONFIG, "."], "DEVICE_NUM must be a positive integer, got 'two'"),
+    ("run_distribute_train.sh", ["2", "missing.yaml", "."], "config file not found: missing.yaml"),
+    ("run_standalone_train.sh", [TINY_CONFIG, "/no/data"], "data path not found: /no/data"),
+    ("run_eval.sh", [TINY_CONFIG, "."], "expected at least 3 arguments, got 2"),
+    ("run_eval.sh", [TINY_CONFIG, ".", "none.ckpt"], "checkpoint not found: none.ckpt"),
+])
+def test_argument_errors_print_the_usage_line(name, args, message):
+    code, _, stderr = finish(script(name, *args))
+    lines = stderr.splitlines()
+    assert code == 1 and len(lines) == 2, stderr
+    assert lines[0].startswith(f"usage: bash {os.path.join(ROOT, 'scripts', name)} ")
+    assert "CONFIG_PATH DATA_PATH" in lines[0]
+    assert lines[1] == f"error: {message}"
+
+
+def test_two_workers_end_identical_and_equal_to_one_process_over_the_global_batch(small_digits, tmp_path):
+    distributed = script("run_distribute_train.sh", "2", TINY_CONFIG, small_digits, str(tmp_path / "dp"),
+                         "--batch_size", "16", "--epochs", "2", "--save_all_ranks", "True", *SAME_BATCHES)
+    code, stdout, stderr = finish(distributed)
+    assert code == 0, stdout + stderr
+    single = script("run_standalone_train.sh", TINY_CONFIG, small_digits, str(tmp_path / "single"),
+                    "--batch_size", "32", "--epochs", "2", *SAME_BATCHES)
+    code, single_log, stderr = finish(single)
+    assert code == 0, single_log + stderr
+
+    logs = {rank: (tmp_path / "dp" / "log" / f"worker_{rank}.log").read_text() for rank in (0, 1)}
+    for rank, log in logs.items():
+        assert f"[rank {rank}] training bit_m_r50x1 on CIFAR10: {STEPS} steps per epoch, batch 16 x 2 device(s)" in log
+        assert f"[rank {rank}] training finished at epoch 2" in log
+    assert (tmp_path / "single" / "log" / "train.log").read_text() == single_log
+
+    name = f"-2_{STEPS}.ckpt"
+    rank0 = checkpoint_arrays(tmp_path / "dp" / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
+    rank1 = checkpoint_arrays(tmp_path / "dp" / "ckpt_0001" / f"bit_m_r50x1_0001{name}")
+    alone = checkpoint_arrays(tmp_path / "single" / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
+    assert rank0.keys() == rank1.keys() == alone.keys()
+    for key in rank0:
+        np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
+        np.testing.assert_allclose(rank0[key], alone[key], rtol=0, atol=1e-5, err_msg=key)
+    assert any(np.abs(rank0[key] - checkpoint_arrays(tmp_path / "dp" / "ckpt_0000" / f"bit_m_r50x1_0000-1_{STEPS}.ckpt")
+                      [key]).max() > 1e-3 for key in rank0 if key.endswith("weight"))  # it did train
+    # the per-step losses: the mean of the ranks' is the single process's
+    losses = {rank: [float(v) for v in re.findall(rf"^\[rank {rank}\] epoch: \d step: \d, loss is ([0-9.]+)$",
+                                                   log, re.M)] for rank, log in logs.items()}
+    single_losses = [float(v) for v in re.findall(r"^epoch: \d step: \d, loss is ([0-9.]+)$", single_log, re.M)]
+    assert len(single_losses) == 2 * STEPS
+    np.testing.assert_allclose((np.array(losses[0]) + np.array(losses[1])) / 2, single_losses, atol=1e-5)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_a_dying_worker_fails_the_job_naming_its_rank_and_the_run_resumes(small_digits, tmp_path):
+    train_url = tmp_path / "dp"
+    args = ["--batch_size", "16", "--eval_interval", "0", "--log_interval", "1"]
+    job = script("run_distribute_train.sh", "2", TINY_CONFIG, small_digits, str(train_url), "--epochs", "6", *args)
+    first = train_url / "ckpt_0000" / f"bit_m_r50x1_0000-1_{STEPS}.ckpt"
+    wait_for(lambda: first.exists() or job.poll() is not None, 300, "the first checkpoint")
+    worker_log = (train_url / "log" / "worker_1.log").read_text()
+    pid = int(re.search(r"^\[rank 1\] process (\d+) on ", worker_log, re.M).group(1))
+    os.kill(pid, signal.SIGKILL)
+    code, stdout, stderr = finish(job)
+    assert code != 0
+    assert (f"error: rank 1 (process {pid}) was killed by SIGKILL, and msrun stopped the other ranks; "
+            f"see {train_url / 'log' / 'worker_1.log'}") in stderr.splitlines(), stderr
+    assert "training finished" not in stdout
+
+    latest = sorted(os.listdir(train_url / "ckpt_0000"), key=lambda name: int(name.split("-")[1].split("_")[0]))[-1]
+    epoch = int(latest.split("-")[1].split("_")[0])
+    assert 1 <= epoch < 6
+    resumed = script("run_distribute_train.sh", "2", TINY_CONFIG, small_digits, str(train_url), "--epochs",
+                     str(epoch + 1), "--resume", str(train_url / "ckpt_0000" / latest), *args)
+    code, stdout, stderr = finish(resumed)
+    assert code == 0, stdout + stderr
+    for rank in (0, 1):
+        log = (train_url / "log" / f"worker_{rank}.log").read_text()
+        assert f"[rank {rank}] resumed from {train_url / 'ckpt_0000' / latest} at epoch {epoch}" in log
+        assert re.search(rf"^\[rank {rank}\] epoch: {epoch + 1} step: {STEPS}, loss is ", log, re.M)
+        assert not re.search(rf"^\[rank {rank}\] epoch: {epoch} step: ", log, re.M)
+    resumed_checkpoint = load_checkpoint(str(train_url / "ckpt_0000" / f"bit_m_r50x1_0000-{epoch + 1}_{STEPS}.ckpt"))
+    assert int(resumed_checkpoint["global_step"].asnumpy().reshape(-1)[0]) == (epoch + 1) * STEPS
+
+
+def test_the_rank_table_launch_starts_one_process_per_device_and_names_a_failed_rank(tmp_path, small_digits):
+    """On Ascend with RANK_TABLE_FILE, python is started once per device with DEVICE_ID / RANK_ID; a stand-in
+    python records them and fails on rank 2."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/bash\necho "DEVICE_ID=$DEVICE_ID RANK_ID=$RANK_ID RANK_SIZE=$RANK_SIZE $*"\n'
+                           '[ "$RANK_ID" != 2 ] || exit 3\n')
+    fake_python.chmod(0o755)
+    rank_table = tmp_path / "rank_table_8p.json"
+    rank_table.write_text("{}")
+    train_url = tmp_path / "out"
+    code, stdout, stderr = finish(script(
+        "run_distribute_train.sh", "4", TINY_CONFIG, small_digits, str(train_url), "--epochs", "3",
+        env={"PYTHON": str(fake_python), "RANK_TABLE_FILE": str(rank_table), "DEVICE_START": "4", "RANK_SIZE": "8",
+             "RANK_START": "0"}))
+    assert code == 1
+    assert stderr.splitlines() == [f"error: rank 2 exited with status 3; see {train_url / 'log' / 'rank_2.log'}"]
+    for rank in range(4):
+        line = (train_url / "log" / f"rank_{rank}.log").read_text().strip()
+        assert line.startswith(f"DEVICE_ID={4 + rank} RANK_ID={rank} RANK_SIZE=8 train.py --config {TINY_CONFIG} ")
+        assert line.endswith("--epochs 3 --device_target Ascend --device_num 8")
