@@ -12,14 +12,15 @@ import mindspore as ms
 from mindspore import nn
 from mindspore.common.initializer import Normal
 
+from src.models.conv import Conv2d
 from src.models.registry import register_model
 
 LOGIT_LAPLACE_EPS = 0.1
 
 
 def dalle_conv(n_in, n_out, kernel_size):
-    return nn.Conv2d(n_in, n_out, kernel_size, pad_mode="pad", padding=(kernel_size - 1) // 2, has_bias=True,
-                     weight_init=Normal(1 / math.sqrt(n_in * kernel_size ** 2)), bias_init="zeros")
+    return Conv2d(n_in, n_out, kernel_size, pad_mode="pad", padding=(kernel_size - 1) // 2, has_bias=True,
+                  weight_init=Normal(1 / math.sqrt(n_in * kernel_size ** 2)), bias_init="zeros")
 
 
 class EncoderBlock(nn.Cell):

@@ -12,12 +12,13 @@ from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, Zero
 
 from src.errors import UserInputError
+from src.models.conv import Conv2d
 from src.models.registry import register_model
 
 GROUPS = 32
 
 
-class StdConv2d(nn.Conv2d):
+class StdConv2d(Conv2d):
     """Conv2d whose filters are standardised to zero mean and unit variance before use."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, eps=1e-10):
@@ -31,7 +32,7 @@ class StdConv2d(nn.Conv2d):
         mean = weight.mean(axis=(1, 2, 3), keep_dims=True)
         var = ((weight - mean) ** 2).mean(axis=(1, 2, 3), keep_dims=True)
         weight = (weight - mean) / ops.sqrt(var + self.eps)
-        return self.conv2d(x, weight.astype(x.dtype))
+        return self.convolve(x, weight.astype(x.dtype))
 
 
 class PreActBottleneck(nn.Cell):

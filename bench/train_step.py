@@ -1,0 +1,211 @@
+"""Train-step (or inference) speed of a model here against its PyTorch reference (timm; a PyTorch MAE
+built from timm's blocks for MAE pretraining), on the same machine, in one run.
+
+    python bench/train_step.py --arch beit_base_patch16_224 --batch 8 [--image_size 224] [--steps 5]
+        [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp]
+
+Each side runs in its own process, one after the other (so neither competes with the other and each
+reports its own peak memory): MindSpore in GRAPH_MODE with the full train-one-step cell (dynamic loss
+scale, global-norm clip, EMA), PyTorch eager with the same optimizer, the same loss scaling, clip and EMA.
+Prints the median step time, images/s and peak memory of each, and the ratio of images/s (>1: faster here).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+TINY_VIT = dict(embed_dim=192, depth=2, num_heads=3)
+# name: (our constructor's kwargs, the reference, optimizer); ViTs use AdamW, BiT SGD with momentum
+MODELS = {
+    "beit_base_patch16_224": dict(ours=dict(use_rel_pos_bias=True, use_abs_pos_emb=False, init_values=0.1),
+                                  reference="timm:beit_base_patch16_224", optimizer="adamw"),
+    "vit_base_patch16": dict(ours=dict(global_pool=True), reference="timm:vit_base_patch16_224",
+                             reference_kwargs=dict(global_pool="avg", fc_norm=True), optimizer="adamw"),
+    "mae_vit_base_patch16": dict(ours=dict(norm_pix_loss=True, mask_ratio=0.75), reference="mae",
+                                 optimizer="adamw"),
+    "bit_m_r50x1": dict(ours={}, reference="timm:resnetv2_50x1_bit", optimizer="momentum"),
+}
+TINY = {
+    "beit_base_patch16_224": dict(TINY_VIT),
+    "vit_base_patch16": dict(TINY_VIT),
+    "mae_vit_base_patch16": dict(TINY_VIT, decoder_embed_dim=128, decoder_depth=1, decoder_num_heads=4),
+    "bit_m_r50x1": dict(layers=[1, 1, 1, 1]),
+}
+NUM_CLASSES = 1000
+
+
+def peak_memory_mib(device, framework):
+    if device == "GPU":
+        if framework == "torch":
+            import torch
+            return torch.cuda.max_memory_allocated() / 2 ** 20
+        import mindspore as ms
+        return ms.runtime.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def time_steps(step, steps, sync):
+    step()  # compile / warm up
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def run_mindspore(args, spec, size_kwargs):
+    import mindspore as ms
+    import numpy as np
+    from mindspore import nn
+
+    from src.models import create_model
+    from src.models.mae.mae import MaePretrainLoss
+    from src.tools.criterion import LabelSmoothingCrossEntropy
+    from src.tools.optimizer import AdamW
+    from src.trainers.train_one_step import TrainOneStepCell
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device(args.device)
+    rng = np.random.default_rng(0)
+    images = ms.Tensor(rng.standard_normal((args.batch, 3, args.image_size, args.image_size)).astype(np.float32))
+    labels = ms.Tensor(rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32))
+    pretraining = spec["reference"] == "mae"
+    kwargs = dict(spec["ours"], img_size=args.image_size, **size_kwargs)
+    network = create_model(args.arch, **({} if pretraining else {"num_classes": NUM_CLASSES}), **kwargs)
+    if args.amp:
+        network = ms.amp.auto_mixed_precision(network, "O2")
+    if args.mode == "infer":
+        network.set_train(False)
+        forward = (lambda: network(images)[0]) if pretraining else (lambda: network(images))
+        return time_steps(lambda: forward().asnumpy(), args.steps, lambda: None)
+    with_loss = MaePretrainLoss(network) if pretraining else nn.WithLossCell(network, LabelSmoothingCrossEntropy(0.1))
+    if spec["optimizer"] == "adamw":
+        optimizer = AdamW(network.trainable_params(), learning_rate=1e-4, weight_decay=0.05)
+    else:
+        optimizer = nn.Momentum(network.trainable_params(), learning_rate=0.01, momentum=0.9, weight_decay=1e-4)
+    scale = nn.DynamicLossScaleUpdateCell(loss_scale_value=1024.0, scale_factor=2, scale_window=1000)
+    step = TrainOneStepCell(with_loss, optimizer, scale, clip_global_norm=1.0, ema_decay=0.9999)
+    step.set_train()
+    return time_steps(lambda: step(images, labels)[0].asnumpy(), args.steps, lambda: None)
+
+
+def torch_reference(args, spec, size_kwargs):
+    import timm
+
+    if spec["reference"] == "mae":
+        from torch_mae import TorchMae
+        return TorchMae(img_size=args.image_size, **dict(spec["ours"], **size_kwargs))
+    name = spec["reference"].split(":", 1)[1]
+    kwargs = dict(spec.get("reference_kwargs", {}), **size_kwargs)
+    if "layers" in kwargs:  # a BiT of other depths: timm's ResNetV2 with the BiT stem and layers
+        from functools import partial
+
+        from timm.layers import StdConv2d
+        from timm.models.resnetv2 import ResNetV2
+        return ResNetV2(layers=kwargs["layers"], num_classes=NUM_CLASSES, stem_type="fixed",
+                        conv_layer=partial(StdConv2d, eps=1e-8))
+    if "resnet" not in name:
+        kwargs["img_size"] = args.image_size
+    return timm.create_model(name, num_classes=NUM_CLASSES, **kwargs)
+
+
+def run_torch(args, spec, size_kwargs):
+    import torch
+
+    device = "cuda" if args.device == "GPU" else "cpu"
+    torch.manual_seed(0)
+    network = torch_reference(args, spec, size_kwargs).to(device)
+    images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    labels = torch.randint(0, NUM_CLASSES, (args.batch,), device=device)
+    pretraining = spec["reference"] == "mae"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    autocast = lambda: torch.autocast(device, dtype=torch.float16, enabled=args.amp)  # noqa: E731
+    if args.mode == "infer":
+        network.eval()
+
+        def infer():
+            with torch.inference_mode(), autocast():
+                network(images)
+        return time_steps(infer, args.steps, sync)
+    network.train()
+    params = list(network.parameters())
+    if spec["optimizer"] == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+    else:
+        optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    ema = [param.detach().clone() for param in params]
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    scale = 1024.0
+
+    def train_step():
+        # the same work as the MindSpore cell: scaled backward, unscale, finite check, clip, step, EMA
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            loss = network(images) if pretraining else criterion(network(images), labels)
+        (loss * scale).backward()
+        grads = [param.grad for param in params if param.grad is not None]
+        torch._foreach_mul_(grads, 1.0 / scale)
+        if all(torch.isfinite(grad).all() for grad in grads):
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, params, 1 - 0.9999)
+        loss.item()
+    return time_steps(train_step, args.steps, sync)
+
+
+def run_side(args):
+    spec = MODELS[args.arch]
+    size_kwargs = TINY[args.arch] if args.tiny else {}
+    seconds = (run_mindspore if args.side == "mindspore" else run_torch)(args, spec, size_kwargs)
+    framework = "mindspore" if args.side == "mindspore" else "torch"
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_memory_mib(args.device, framework)}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=sorted(MODELS), default="beit_base_patch16_224")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--mode", choices=["train", "infer"], default="train")
+    parser.add_argument("--tiny", action="store_true", help="a 2-block ViT / one-unit-per-stage BiT")
+    parser.add_argument("--device", choices=["CPU", "GPU"], default="CPU")
+    parser.add_argument("--amp", action="store_true", help="float16 compute (MindSpore O2, torch autocast)")
+    parser.add_argument("--side", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        return run_side(args)
+
+    results = {}
+    for side in ("mindspore", "torch"):
+        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side]
+        done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
+        if done.returncode != 0:
+            sys.exit(f"the {side} side failed:\n{done.stderr[-3000:]}")
+        results[side] = json.loads(done.stdout.strip().splitlines()[-1])
+    name = f"{args.arch}{' (tiny)' if args.tiny else ''}"
+    print(f"{name} {args.mode}, batch {args.batch}, {args.image_size}px, {args.device}"
+          f"{' AMP' if args.amp else ''}, {os.cpu_count()} CPU cores")
+    memory = "GPU memory" if args.device == "GPU" else "peak RSS"
+    for side, label in (("mindspore", "MindSpore"), ("torch", "PyTorch")):
+        seconds = results[side]["seconds"]
+        print(f"{label:9}: {seconds * 1000:9.1f} ms/step {args.batch / seconds:8.2f} images/s  "
+              f"{memory} {results[side]['peak_mib']:7.0f} MiB")
+    ratio = results["torch"]["seconds"] / results["mindspore"]["seconds"]
+    print(f"ratio (images/s here / PyTorch): {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
