@@ -64,6 +64,8 @@ DEFAULTS = {
     "teacher_mean": ([0.485, 0.456, 0.406], "VQ-KD training: the teacher's input normalisation mean"),
     "teacher_std": ([0.229, 0.224, 0.225], "VQ-KD training: the teacher's input normalisation std"),
     "pretrained": (None, "checkpoint (.ckpt) whose weights initialise the model"),
+    "file_format": ("MINDIR", "export.py: MINDIR, AIR (Ascend only) or ONNX"),
+    "file_name": ("", "export.py: output path without extension (empty: the arch's name)"),
     "resume": (None, "checkpoint to resume training from (epoch, optimizer, loss scale, EMA)"),
     # ===== Dataset ===== #
     "set": ("CIFAR10", "dataset: CIFAR10, ImageNet, ImageFolder (unlabeled images, for pretraining)"),

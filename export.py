@@ -1,0 +1,48 @@
+"""Export a classifier for inference: python export.py --config C --pretrained CKPT [--file_format MINDIR]
+
+Writes `<file_name>.mindir` (or .air, .onnx) taking (batch_size, 3, image_size, image_size) float32 images
+normalised as the config says, giving logits. AIR needs the Ascend backend; ONNX covers only the operators
+MindSpore can express in ONNX.
+"""
+import os
+
+import mindspore as ms
+import numpy as np
+
+from src.args import parse_args
+from src.errors import UserInputError, report_user_errors
+from src.models import create_model_from_args
+from src.tools.checkpoint import load_inference_weights
+from src.tools.context import init_context
+
+FORMATS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
+
+
+@report_user_errors
+def main(argv=None):
+    args = parse_args(argv)
+    file_format = args.file_format.upper()
+    if file_format not in FORMATS:
+        raise UserInputError(f"unknown file_format '{args.file_format}', expected one of {list(FORMATS)}")
+    if file_format == "AIR" and args.device_target != "Ascend":
+        raise UserInputError(f"AIR export needs the Ascend backend (device_target is {args.device_target}): "
+                             "export MINDIR or ONNX here")
+    if not args.pretrained:
+        raise UserInputError("export.py needs --pretrained CKPT")
+    if args.task != "classification":
+        raise UserInputError(f"export.py exports classifiers; task {args.task} trains a pretraining model: "
+                             "export its fine-tuned classifier")
+    init_context(args)
+    network = create_model_from_args(args)
+    use_ema = load_inference_weights(network, args.pretrained, args.eval_use_ema)
+    network.set_train(False)
+    file_name = args.file_name or args.arch
+    os.makedirs(os.path.dirname(os.path.abspath(file_name)), exist_ok=True)
+    images = ms.Tensor(np.zeros((args.batch_size, 3, args.image_size, args.image_size), np.float32))
+    ms.export(network, images, file_name=file_name, file_format=file_format)
+    print(f"exported {args.arch} ({'EMA ' if use_ema else ''}weights of {args.pretrained}) as "
+          f"{file_name}{FORMATS[file_format]}: input ({args.batch_size}, 3, {args.image_size}, {args.image_size})")
+
+
+if __name__ == "__main__":
+    main()
