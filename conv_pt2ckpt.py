@@ -19,7 +19,7 @@ import os
 import numpy as np
 import yaml
 
-from src.errors import UserInputError, report_user_errors
+from src.errors import UserInputError, first_line, report_user_errors
 from src.models import create_model
 from src.models.beit.convert import convert_dalle_weights, convert_vqkd_weights, is_dalle_state_dict, is_vqkd_state_dict
 from src.models.bit.convert import convert_bit_weights
@@ -45,7 +45,7 @@ def read_published_weights(path):
         else:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad or unsafe files
-        raise UserInputError(f"cannot read {path} as a PyTorch checkpoint: {str(err).splitlines()[0]}") from None
+        raise UserInputError(f"cannot read {path} as a PyTorch checkpoint: {first_line(err)}") from None
     for wrapper_key in ("model", "module", "state_dict"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper_key), dict):
             checkpoint = checkpoint[wrapper_key]

@@ -7,6 +7,12 @@ class UserInputError(Exception):
     """A problem with what the user gave us (config, paths, data, checkpoints)."""
 
 
+def first_line(err):
+    """The first line of an exception's message (library errors often run to pages), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def report_user_errors(main):
     """Run `main`; a UserInputError becomes one line on stderr and exit status 2, no traceback."""
 

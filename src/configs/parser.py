@@ -4,7 +4,7 @@ import os
 
 import yaml
 
-from src.errors import UserInputError
+from src.errors import UserInputError, first_line
 
 
 def closest_key(key, valid_keys):
@@ -27,7 +27,7 @@ def load_yaml_config(path):
         with open(path, encoding="utf-8") as f:
             content = yaml.safe_load(f)
     except yaml.YAMLError as err:
-        raise UserInputError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UserInputError(f"config file {path} is not valid YAML: {first_line(err)}") from None
     if content is None:
         return {}
     if not isinstance(content, dict):

@@ -5,7 +5,7 @@ import tempfile
 import mindspore as ms
 import numpy as np
 
-from src.errors import UserInputError
+from src.errors import UserInputError, first_line
 
 EMA_PREFIX = "ema."
 
@@ -38,9 +38,8 @@ def load_checkpoint(path):
     try:
         return ms.load_checkpoint(os.fspath(path))
     except Exception as err:  # MindSpore raises ValueError/RuntimeError variants for bad files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserInputError(f"cannot read checkpoint {path} (corrupt or not a MindSpore .ckpt): "
-                             f"{first_line}") from None
+                             f"{first_line(err)}") from None
 
 
 def network_weights(param_dict, use_ema=False):

@@ -14,7 +14,7 @@ import time
 
 from mindspore.train.callback import Callback
 
-from src.errors import UserInputError
+from src.errors import UserInputError, first_line
 
 REMOTE_SCHEMES = ("obs://", "s3://")
 # inputs a run may read; the rest of the config is local
@@ -93,7 +93,7 @@ class NodeCache:
             else:
                 raise UserInputError(f"{url} does not exist")
         except Exception as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            reason = first_line(err)
             with open(entry.failed, "w") as flag:
                 flag.write(reason)
             os.remove(entry.lock)
