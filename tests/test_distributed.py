@@ -122,6 +122,7 @@ def test_a_dying_worker_fails_the_job_naming_its_rank_and_the_run_resumes(small_
             f"see {train_url / 'log' / 'worker_1.log'}") in stderr.splitlines(), stderr
     assert "training finished" not in stdout
 
+    assert not (train_url / "ckpt_0001").exists()  # without save_all_ranks only rank 0 writes
     latest = sorted(os.listdir(train_url / "ckpt_0000"), key=lambda name: int(name.split("-")[1].split("_")[0]))[-1]
     epoch = int(latest.split("-")[1].split("_")[0])
     assert 1 <= epoch < 6
