@@ -147,11 +147,11 @@ def main(argv=None):
         head = published.get("head.weight")
         network = create_model(args.arch, img_size=args.img_size,
                                num_classes=None if head is None else head.shape[0], **model_args)
-        weights = convert_vit_weights(published, network)
+        weights = convert_vit_weights(published, network, show_progress=True)
         # a pretraining checkpoint has no classifier: it starts anew
         load_weights(network, weights, args.pth_file, missing_ok=("head.", "fc_norm."))
     else:
-        weights = convert_bit_weights(published)
+        weights = convert_bit_weights(published, show_progress=True)
         model_kwargs = bit_arch_kwargs(weights)
         if args.arch:
             model_kwargs = {"num_classes": model_kwargs["num_classes"]}

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint: python eval.py --config C --data_url D --pretrained CKPT
 
-Prints top-1 / top-5 and, as the last line, one JSON object with top1, top5, loss and num_samples.
+Shows progress on stderr (a bar on a terminal, plain lines in a log); prints top-1 / top-5 and, as the
+last line, one JSON object with top1, top5, loss and num_samples.
 """
 import json
 
@@ -21,7 +22,7 @@ def main(argv=None):
     init_context(args)
     network = create_model_from_args(args)
     use_ema = load_inference_weights(network, args.pretrained, args.eval_use_ema)
-    metrics = evaluate(network, create_dataset(args, training=False))
+    metrics = evaluate(network, create_dataset(args, training=False), show_progress=True)
     weights = "EMA weights" if use_ema else "weights"
     print(f"{args.arch} ({weights} of {args.pretrained}) on {args.set}: top-1 {metrics['top1']:.4f}, "
           f"top-5 {metrics['top5']:.4f}, loss {metrics['loss']:.4f}, {metrics['num_samples']} images")

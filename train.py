@@ -4,18 +4,19 @@ import socket
 
 import mindspore as ms
 import mindspore.dataset as ds
-from mindspore.train import Model
 
 from src.args import parse_args
 from src.data import create_dataset
 from src.errors import report_user_errors
+from src.models.layers import set_noise_seed
 from src.tools.amp import apply_amp
-from src.tools.callbacks import CheckpointAndEval, StepLogger, resume_state
+from src.tools.callbacks import CheckpointAndEval, MetricsFile, StepLogger, resume_state
 from src.tools.checkpoint import load_checkpoint, load_weights
 from src.tools.context import init_context, init_data_parallel
 from src.tools.modelarts import UploadOutputs, fetch_inputs
-from src.tools.optimizer import create_optimizer, schedule_param_names
+from src.tools.optimizer import create_optimizer, current_learning_rate, schedule_param_names
 from src.tools.schedulers import create_lr_schedule
+from src.trainers.loop import train_epochs
 from src.trainers.tasks import build_networks, check_task, frozen_param, network_with_loss, prepare_training
 from src.trainers.train_one_step import create_train_step
 
@@ -44,33 +45,40 @@ def main(argv=None):
     eval_data = create_dataset(args, training=False) if evaluates else None
     steps_per_epoch = train_data.get_dataset_size()
 
+    set_noise_seed(args.seed + rank)
     network, helper = build_networks(args, log)
     network = apply_amp(network, args.amp_level, args.keep_bn_fp32)
-    optimizer = create_optimizer(args, network, create_lr_schedule(args, steps_per_epoch))
+    lr_schedule = create_lr_schedule(args, steps_per_epoch)
+    optimizer = create_optimizer(args, network, lr_schedule)
     train_cell = create_train_step(args, network_with_loss(args, network, helper), optimizer)
 
-    start_epoch, best = 0, (0.0, 0)
+    start_step, best = 0, (0.0, 0)
     if args.resume:
         checkpoint = load_checkpoint(args.resume)
         schedules = schedule_param_names(optimizer)
         load_weights(train_cell, checkpoint, args.resume, skip=lambda name: frozen_param(name) or name in schedules)
-        start_epoch, best = resume_state(checkpoint)
-        log(f"resumed from {args.resume} at epoch {start_epoch}")
+        start_step, best = resume_state(checkpoint, steps_per_epoch)
+        epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
+        log(f"resumed from {args.resume} in epoch {epoch + 1} after step {step_in_epoch} (global step {start_step})"
+            if step_in_epoch else f"resumed from {args.resume} at epoch {epoch}")
     prepare_training(args, network, train_data, log)
-    if start_epoch >= args.epochs:
-        log(f"nothing to do: the checkpoint is at epoch {start_epoch} of {args.epochs}")
+    if start_step >= args.epochs * steps_per_epoch:
+        log(f"nothing to do: the checkpoint is at epoch {start_step // steps_per_epoch} of {args.epochs}")
         return
 
     log(f"training {args.arch} on {args.set}: {steps_per_epoch} steps per epoch, batch {args.batch_size} "
-        f"x {group_size} device(s), epochs {start_epoch + 1}..{args.epochs}")
+        f"x {group_size} device(s), epochs {start_step // steps_per_epoch + 1}..{args.epochs}")
     writes_outputs = rank == 0 or args.save_all_ranks
-    callbacks = [StepLogger(steps_per_epoch, args.log_interval, log),
+    metrics = MetricsFile(os.path.join(args.train_url, "metrics.jsonl"), start_step) if rank == 0 else None
+    callbacks = [StepLogger(steps_per_epoch, args.log_interval, log, metrics=metrics,
+                            images_per_step=args.batch_size * group_size,
+                            lr_now=lambda: current_learning_rate(optimizer, lr_schedule)),
                  CheckpointAndEval(train_cell, network, eval_data, args, steps_per_epoch, rank=rank, best=best,
-                                   save=writes_outputs, show_rank=distributed, skip=frozen_param, log=log)]
+                                   save=writes_outputs, show_rank=distributed, skip=frozen_param, metrics=metrics,
+                                   log=log)]
     if remote_train_url and writes_outputs:
         callbacks.append(UploadOutputs(args.train_url, remote_train_url, rank))
-    Model(train_cell).train(args.epochs, train_data, callbacks=callbacks, dataset_sink_mode=False,
-                            initial_epoch=start_epoch)
+    train_epochs(train_cell, train_data, args.epochs, callbacks, start_step=start_step)
     log(f"training finished at epoch {args.epochs}")
 
 

@@ -126,8 +126,12 @@ DEFAULTS = {
     "eval_use_ema": (True, "evaluate the EMA weights when the model keeps them"),
     "eval_interval": (1, "evaluate every N epochs (0: never)"),
     "keep_checkpoint_max": (5, "how many latest checkpoints to keep"),
+    "save_checkpoint_steps": (0, "also save the latest checkpoint every N steps inside an epoch, to resume "
+                                 "mid-epoch (0: at epoch ends only)"),
     "log_interval": (100, "print the loss every N steps (and at the end of each epoch)"),
     "seed": (0, "random seed"),
+    "deterministic": (False, "deterministic kernels, one data worker, and a resume that replays the random "
+                             "augmentations of the skipped steps: a resumed run ends as an uninterrupted one"),
     # ===== Hardware ===== #
     "device_target": ("CPU", "CPU, GPU or Ascend"),
     "device_id": (0, "device index"),

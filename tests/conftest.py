@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -31,10 +32,15 @@ def run_script(*args, timeout=900):
                           timeout=timeout)
 
 
+PROGRESS_LINE = re.compile(r"^[a-z ]+: \d+/\d+ \(\d+%\), elapsed [\d:]+, ETA [\d:?]+$")  # src/tools/progress.py
+
+
 def assert_one_line_error(result, *needles):
-    """Non-zero exit, a single `error:` line on stderr naming the problem, no traceback."""
+    """Non-zero exit, a single `error:` line on stderr naming the problem (after any progress lines), no
+    traceback."""
     assert result.returncode != 0, result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and "WARNING" not in line and not PROGRESS_LINE.match(line)]
     assert "Traceback" not in result.stderr, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:

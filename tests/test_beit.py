@@ -116,6 +116,8 @@ def test_conv_pt2ckpt_converts_a_published_base_checkpoint(tmp_path):
     result = run_script("conv_pt2ckpt.py", "--pth_file", str(path), "--ckpt_file", ckpt, "--arch",
                         "beit_base_patch16_224_pt22k_ft22k")
     assert result.returncode == 0, result.stderr
+    tensors = len(torch.load(path, weights_only=True)["model"])
+    assert f"converting: {tensors}/{tensors} (100%)" in result.stderr  # progress lines in a log
     network = create_model("beit_base_patch16_224_pt22k_ft22k", num_classes=21841)
     network.set_train(False)
     load_weights(network, load_checkpoint(ckpt), ckpt)

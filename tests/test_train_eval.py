@@ -4,10 +4,14 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 from conftest import ROOT, TINY_CONFIG, assert_one_line_error, run_script
+from PIL import Image
 
+from src.args import parse_args
 from src.tools.checkpoint import load_checkpoint
+from src.tools.schedulers import create_lr_schedule
 
 STEPS = 1437 // 32
 COMMON = ["--config", TINY_CONFIG, "--batch_size", "32", "--warmup_length", "0.5", "--log_interval", "20"]
@@ -67,9 +71,42 @@ def test_eval_reproduces_the_best_accuracy_and_ends_with_json(trained, digits_ci
     assert set(metrics) == {"top1", "top5", "loss", "num_samples"} and metrics["num_samples"] == 360
     assert metrics["top1"] == pytest.approx(max(accuracies(log)), abs=1e-9)
     assert metrics["top5"] >= metrics["top1"]
+    batches = -(-360 // 64)  # the config's batch size
+    assert re.search(rf"^evaluating: {batches}/{batches} \(100%\), elapsed \d\d:\d\d, ETA 00:00$", result.stderr,
+                     re.M)  # a log's plain lines, not a terminal's bar
     raw = run_script("eval.py", "--config", TINY_CONFIG, "--data_url", digits_cifar, "--pretrained", best,
                      "--eval_use_ema", "False")
     assert "EMA" not in raw.stdout and json.loads(raw.stdout.strip().splitlines()[-1])["num_samples"] == 360
+
+
+def test_metrics_file_records_the_run_and_plot_curves_draws_it(trained, tmp_path):
+    train_url, log = trained
+    with open(train_url / "metrics.jsonl", encoding="utf-8") as lines:
+        records = [json.loads(line) for line in lines]
+    steps = [record for record in records if "loss" in record]
+    evals = [record for record in records if "top1" in record]
+    per_epoch = [20, 40, STEPS]
+    assert [record["step"] for record in steps] == [epoch * STEPS + step for epoch in range(3) for step in per_epoch]
+    assert [record["epoch"] for record in steps] == [epoch for epoch in (1, 2, 3) for _ in per_epoch]
+    assert [record["loss"] for record in steps] == [float(v) for v in re.findall(r"loss is ([0-9.]+)$", log, re.M)]
+    args = parse_args([*COMMON, "--epochs", "3"])
+    schedule = create_lr_schedule(args, STEPS)
+    assert [record["lr"] for record in steps] == pytest.approx([float(schedule[r["step"] - 1]) for r in steps])
+    assert all(record["loss_scale"] == 1024.0 and record["overflow_count"] == 0 for record in steps)
+    assert all(record["images_per_sec"] > 0 for record in steps)
+    assert [(record["epoch"], record["step"]) for record in evals] == [(epoch, epoch * STEPS) for epoch in (1, 2, 3)]
+    assert [record["top1"] for record in evals] == pytest.approx(accuracies(log), abs=1e-12)
+    assert all(1 >= record["top5"] >= record["top1"] for record in evals)
+
+    result = run_script("plot_curves.py", str(train_url), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    names = sorted(os.path.basename(line) for line in result.stdout.split())
+    assert names == ["accuracy.png", "loss.png", "lr.png"]
+    for name in names:
+        with Image.open(tmp_path / name) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.float32)
+        assert pixels.shape[0] > 200 and pixels.std() > 5  # drawn, not blank
+    assert_one_line_error(run_script("plot_curves.py", str(tmp_path / "nothing")), "no metrics.jsonl")
 
 
 def test_resume_continues_epoch_optimizer_and_best(trained, digits_cifar, tmp_path):
@@ -116,3 +153,4 @@ def test_readme_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     top1 = float(re.search(r"top-1 on the held-out digits = ([0-9.]+)", result.stdout).group(1))
     assert top1 > 0.3  # one epoch of real digits is well above chance (0.1)
+    assert all((tmp_path / name).stat().st_size > 0 for name in ("loss.png", "lr.png", "accuracy.png"))

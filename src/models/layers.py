@@ -5,6 +5,7 @@ bias), MLP, drop path and layer scale. Parameter names follow unilm / timm (`att
 `attn.q_bias`, `attn.relative_position_bias_table`, `gamma_1`, `mlp.fc1`), so published weights map
 by name; only LayerNorm's weight / bias are called gamma / beta in MindSpore.
 """
+import itertools
 import math
 
 import mindspore as ms
@@ -51,18 +52,65 @@ class PatchEmbed(nn.Cell):
         return ops.matmul(patches, weight.T) + self.proj.bias.astype(x.dtype)
 
 
+NOISE_STATE = "noise_calls"
+_UINT32 = 0xFFFFFFFF
+_noise_streams = itertools.count()
+_noise_seed = 0
+
+
+def set_noise_seed(seed):
+    """Seed of the ResumableUniform cells built from now on, numbered anew in build order, so that a
+    network built after the same call draws the same noise in any process. train.py passes seed + rank:
+    data-parallel ranks draw different drop-path and MAE masks."""
+    global _noise_seed, _noise_streams
+    _noise_seed = int(seed)
+    _noise_streams = itertools.count()
+
+
+def _hash32(h):
+    """A 32-bit integer hash (two xor-shift-multiply rounds), in int64 so that no product overflows."""
+    for _ in range(2):
+        h = ops.bitwise_and(ops.bitwise_xor(h, ops.bitwise_right_shift(h, 16)) * 0x45D9F3B, _UINT32)
+    return ops.bitwise_xor(h, ops.bitwise_right_shift(h, 16))
+
+
+class ResumableUniform(nn.Cell):
+    """Uniform [0, 1) noise of a given shape whose whole state is one int Parameter, `noise_calls`.
+
+    MindSpore's CPU random kernels keep their state inside the kernel, where no checkpoint reaches it, so
+    a resumed run would draw other masks than an uninterrupted one. Here each draw hashes (stream, call
+    count, element index); the call count is saved and restored with the weights, which makes resuming
+    exact. Streams differ per cell (in build order) and per `set_noise_seed`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stream = (_noise_seed * 7919 + next(_noise_streams)) & _UINT32
+        self.noise_calls = ms.Parameter(ms.Tensor(0, ms.int64), name=NOISE_STATE, requires_grad=False)
+
+    def construct(self, shape):
+        key = _hash32(self.noise_calls * 0x9E3779B + self.stream)
+        index = ops.arange(int(np.prod(shape)), dtype=ms.int64)
+        bits = _hash32(ops.bitwise_xor(index * 0x2545F49, key))
+        noise = ops.bitwise_right_shift(bits, 8).astype(ms.float32) * (1.0 / (1 << 24))  # 24 bits: exact in fp32
+        noise = ops.depend(noise, ops.assign_add(self.noise_calls, ms.Tensor(1, ms.int64)))
+        return noise.reshape(shape)
+
+
 class DropPath(nn.Cell):
-    """Stochastic depth: drop a sample's whole residual branch with probability `drop_prob`."""
+    """Stochastic depth: drop a sample's whole residual branch with probability `drop_prob`, scaling the
+    kept ones by 1 / (1 - drop_prob)."""
 
     def __init__(self, drop_prob=0.0):
         super().__init__()
-        self.dropout = nn.Dropout(p=drop_prob)  # scales kept samples by 1 / (1 - p)
+        self.keep_prob = 1.0 - drop_prob
+        self.noise = ResumableUniform() if drop_prob > 0 else None
 
     def construct(self, x):
-        if not self.training:
+        if not self.training or self.noise is None:
             return x
-        mask = self.dropout(ops.ones((x.shape[0],) + (1,) * (x.ndim - 1), x.dtype))
-        return x * mask
+        keep = ops.floor(self.keep_prob + self.noise((x.shape[0],) + (1,) * (x.ndim - 1)))
+        return x * (keep / self.keep_prob).astype(x.dtype)
 
 
 class Mlp(nn.Cell):

@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from src.errors import UserInputError
+from src.tools.progress import progress
 
 SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
 LAYER_NORMS = re.compile(r"(^|\.)(norm\d?|fc_norm|cls_pt_norm)\.(weight|bias)$")
@@ -80,17 +81,19 @@ def resize_pos_embed(pos_embed, new_grid):
     return np.concatenate([pos_embed[:, :1], tokens], axis=1).astype(np.float32)
 
 
-def convert_vit_weights(weights, network):
+def convert_vit_weights(weights, network, show_progress=False):
     """{published name: array} -> {parameter name: array} fitted to `network` (its grid and tables).
 
-    Keys the network lacks (an MAE decoder when fine-tuning) are left for the loader to ignore.
+    Keys the network lacks (an MAE decoder when fine-tuning) are left for the loader to ignore. Resizing
+    the tables of a large model takes a while: `show_progress` reports it on stderr.
     """
     if not is_vit_state_dict(weights):
         raise UserInputError("no ViT weights found: expected keys like 'cls_token' and 'blocks.0.attn.qkv.weight'")
     target = {param.name: tuple(param.shape) for param in network.get_parameters()}
     grid = network.patch_embed.grid_size
     converted = {}
-    for key, value in weights.items():
+    items = progress(weights.items(), len(weights), "converting") if show_progress else weights.items()
+    for key, value in items:
         if key.endswith("relative_position_index"):
             continue
         name = rename_layer_norm(key)

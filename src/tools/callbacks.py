@@ -1,6 +1,7 @@
 """Training callbacks: the seeds' log lines, checkpoints (latest N and best), evaluation."""
 import contextlib
 import glob
+import json
 import os
 import time
 
@@ -17,21 +18,53 @@ def _loss_value(net_outputs):
     return float(loss.asnumpy()) if isinstance(loss, ms.Tensor) else float(loss)
 
 
+class MetricsFile:
+    """`TRAIN_URL/metrics.jsonl`: one JSON object per line (train records at the log interval, eval records
+    after each evaluation). A run resumed at step S first drops the records after S, so that the file reads
+    as one uninterrupted run; a fresh run starts an empty file."""
+
+    def __init__(self, path, start_step=0):
+        self.path = path
+        kept = []
+        if start_step and os.path.exists(path):
+            with open(path, encoding="utf-8") as lines:
+                kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start_step]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as out:
+            out.writelines(kept)
+        self.last_train_record = next((json.loads(line) for line in reversed(kept) if '"loss"' in line), None)
+
+    def write(self, **record):
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+
+
 class StepLogger(Callback):
     """`epoch: 3 step: 120, loss is 1.234` every `log_interval` steps and at each epoch's end, then
-    `epoch time: X ms, per step time: Y ms`."""
+    `epoch time: X ms, per step time: Y ms`. With a MetricsFile, each loss line is also a record: epoch,
+    step (global), loss, lr, loss_scale, overflow_count (skipped steps so far) and images_per_sec (all
+    devices, since the previous record)."""
 
-    def __init__(self, steps_per_epoch, log_interval, log=print):
+    def __init__(self, steps_per_epoch, log_interval, log=print, metrics=None, images_per_step=0, lr_now=None):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
         self.log_interval = max(1, log_interval)
         self.log = log
+        self.metrics = metrics
+        self.images_per_step = images_per_step
+        self.lr_now = lr_now
+        last = metrics.last_train_record if metrics else None
+        self.overflow_total = last["overflow_count"] if last else 0
         self.epoch_start = None
+        self.epoch_first_step = 0
         self.overflow_steps = 0
+        self.interval_start = None
 
     def on_train_epoch_begin(self, run_context):
         self.epoch_start = time.time()
         self.overflow_steps = 0
+        self.epoch_first_step = run_context.original_args().cur_step_num
+        self.interval_start = (self.epoch_start, self.epoch_first_step)
 
     def on_train_step_end(self, run_context):
         params = run_context.original_args()
@@ -39,20 +72,38 @@ class StepLogger(Callback):
         outputs = params.net_outputs
         if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and bool(outputs[1].asnumpy()):
             self.overflow_steps += 1
+            self.overflow_total += 1
         if step_in_epoch % self.log_interval == 0 or step_in_epoch == self.steps_per_epoch:
-            self.log(f"epoch: {params.cur_epoch_num} step: {step_in_epoch}, loss is {_loss_value(outputs)}")
+            loss = _loss_value(outputs)
+            self.log(f"epoch: {params.cur_epoch_num} step: {step_in_epoch}, loss is {loss}")
+            if self.metrics:
+                self._record(params, loss)
+
+    def _record(self, params, loss):
+        now = time.time()
+        start_time, start_step = self.interval_start
+        self.interval_start = (now, params.cur_step_num)
+        outputs = params.net_outputs
+        scale = float(outputs[2].asnumpy()) if isinstance(outputs, (tuple, list)) and len(outputs) > 2 else 1.0
+        self.metrics.write(epoch=params.cur_epoch_num, step=params.cur_step_num, loss=loss,
+                           lr=self.lr_now() if self.lr_now else None, loss_scale=scale,
+                           overflow_count=self.overflow_total,
+                           images_per_sec=round((params.cur_step_num - start_step) * self.images_per_step
+                                                / max(now - start_time, 1e-9), 2))
 
     def on_train_epoch_end(self, run_context):
         elapsed_ms = (time.time() - self.epoch_start) * 1000
-        self.log(f"epoch time: {elapsed_ms:.3f} ms, per step time: {elapsed_ms / self.steps_per_epoch:.3f} ms")
+        steps_run = run_context.original_args().cur_step_num - self.epoch_first_step  # fewer in a resumed epoch
+        self.log(f"epoch time: {elapsed_ms:.3f} ms, per step time: {elapsed_ms / max(steps_run, 1):.3f} ms")
         if self.overflow_steps:
             self.log(f"epoch: {run_context.original_args().cur_epoch_num} skipped {self.overflow_steps} "
                      "steps with non-finite gradients (loss scale overflow)")
 
 
-def _checkpoint_epoch(path):
-    """The epoch in a name like `bit_m_r50x1_0000-12_390.ckpt`."""
-    return int(os.path.basename(path).rsplit("-", 1)[1].split("_")[0])
+def _checkpoint_position(path):
+    """(epoch, step in epoch) of a name like `bit_m_r50x1_0000-12_390.ckpt`."""
+    epoch, step = os.path.basename(path)[:-len(".ckpt")].rsplit("-", 1)[1].split("_")
+    return int(epoch), int(step)
 
 
 @contextlib.contextmanager
@@ -74,16 +125,17 @@ def ema_weights_in(train_cell):
 class CheckpointAndEval(Callback):
     """At each epoch's end: save the latest checkpoint (keeping `keep_checkpoint_max`), evaluate every
     `eval_interval` epochs and keep the best checkpoint, logging
-    `epoch: 0003 acc: 0.8519, best epoch: 0002, acc is 0.8521`.
+    `epoch: 0003 acc: 0.8519, best epoch: 0002, acc is 0.8521`. With `save_checkpoint_steps`, the latest
+    checkpoint is also saved every that many steps inside an epoch, to resume from mid-epoch.
 
-    Checkpoints are named as the seeds': `ckpt_0000/<arch>_0000-<epoch>_<steps>.ckpt` and
+    Checkpoints are named as the seeds': `ckpt_0000/<arch>_0000-<epoch>_<step in epoch>.ckpt` and
     `ckpt_best_0000/...` (0000: the rank). They hold the train cell's parameters (model, optimizer
-    state, loss scale, EMA) plus the epoch and the best accuracy so far, for resuming; parameters that
-    `skip` accepts (a frozen tokenizer or teacher) are left out.
+    state, loss scale, EMA, noise state) plus the epoch, the global step and the best accuracy so far, for
+    resuming; parameters that `skip` accepts (a frozen tokenizer or teacher) are left out.
     """
 
     def __init__(self, train_cell, network, eval_dataset, args, steps_per_epoch, rank=0, best=(0.0, 0),
-                 save=True, show_rank=False, skip=None, log=print):
+                 save=True, show_rank=False, skip=None, metrics=None, log=print):
         super().__init__()
         self.train_cell = train_cell
         self.network = network
@@ -92,6 +144,7 @@ class CheckpointAndEval(Callback):
         self.last_dir = os.path.join(args.train_url, f"ckpt_{rank:04d}")
         self.best_dir = os.path.join(args.train_url, f"ckpt_best_{rank:04d}")
         self.keep_max = args.keep_checkpoint_max
+        self.save_steps = args.save_checkpoint_steps
         self.eval_interval = args.eval_interval
         self.use_ema = args.eval_use_ema
         self.steps_per_epoch = steps_per_epoch
@@ -99,36 +152,53 @@ class CheckpointAndEval(Callback):
         self.save = save
         self.device_tag = f" device: {rank:04d}" if show_rank else ""
         self.skip = skip
+        self.metrics = metrics
         self.log = log
 
-    def _save(self, folder, epoch, keep):
-        path = os.path.join(folder, f"{self.prefix}-{epoch}_{self.steps_per_epoch}.ckpt")
+    def _save(self, folder, epoch, global_step, keep):
+        step_in_epoch = (global_step - 1) % self.steps_per_epoch + 1
+        path = os.path.join(folder, f"{self.prefix}-{epoch}_{step_in_epoch}.ckpt")
         save_checkpoint(self.train_cell, path, append_dict={
-            "epoch_num": epoch, "best_acc": float(self.best_acc), "best_epoch": int(self.best_epoch)}, skip=self.skip)
-        old = sorted(glob.glob(os.path.join(folder, f"{self.prefix}-*.ckpt")), key=_checkpoint_epoch)
+            "epoch_num": epoch, "step_num": global_step, "best_acc": float(self.best_acc),
+            "best_epoch": int(self.best_epoch)}, skip=self.skip)
+        old = sorted(glob.glob(os.path.join(folder, f"{self.prefix}-*.ckpt")), key=_checkpoint_position)
         for stale in old[:-keep] if keep > 0 else []:
             os.remove(stale)
         return path
 
+    def on_train_step_end(self, run_context):
+        params = run_context.original_args()
+        step = params.cur_step_num
+        if self.save and self.save_steps > 0 and step % self.save_steps == 0 and step % self.steps_per_epoch:
+            self._save(self.last_dir, params.cur_epoch_num, step, keep=self.keep_max)
+
     def on_train_epoch_end(self, run_context):
-        epoch = run_context.original_args().cur_epoch_num
+        params = run_context.original_args()
+        epoch, step = params.cur_epoch_num, params.cur_step_num
         if self.eval_dataset is not None and self.eval_interval > 0 and epoch % self.eval_interval == 0:
             with ema_weights_in(self.train_cell) if self.use_ema else contextlib.nullcontext():
                 metrics = evaluate(self.network, self.eval_dataset)
             if metrics["top1"] > self.best_acc or self.best_epoch == 0:
                 self.best_acc, self.best_epoch = metrics["top1"], epoch
                 if self.save:
-                    self._save(self.best_dir, epoch, keep=1)
+                    self._save(self.best_dir, epoch, step, keep=1)
             self.log(f"epoch: {epoch:04d}{self.device_tag} acc: {metrics['top1']}, "
                      f"best epoch: {self.best_epoch:04d}, acc is {self.best_acc}")
+            if self.metrics:
+                self.metrics.write(epoch=epoch, step=step, top1=metrics["top1"], top5=metrics["top5"],
+                                   eval_loss=metrics["loss"])
         if self.save:
-            self._save(self.last_dir, epoch, keep=self.keep_max)
+            self._save(self.last_dir, epoch, step, keep=self.keep_max)
 
 
-def resume_state(param_dict):
-    """(epoch, (best_acc, best_epoch)) stored in a checkpoint written by CheckpointAndEval."""
+def resume_state(param_dict, steps_per_epoch):
+    """(global step, (best_acc, best_epoch)) stored in a checkpoint written by CheckpointAndEval; a
+    checkpoint without a step (older, or epoch-end only) resumes at the end of its epoch."""
     def scalar(name, default):
         value = param_dict.get(name)
         return default if value is None else np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value).item()
 
-    return int(scalar("epoch_num", 0)), (float(scalar("best_acc", 0.0)), int(scalar("best_epoch", 0)))
+    step = scalar("step_num", None)
+    if step is None:
+        step = scalar("epoch_num", 0) * steps_per_epoch
+    return int(step), (float(scalar("best_acc", 0.0)), int(scalar("best_epoch", 0)))

@@ -6,6 +6,7 @@ import mindspore as ms
 import numpy as np
 
 from src.errors import UserInputError, first_line
+from src.models.layers import NOISE_STATE
 
 EMA_PREFIX = "ema."
 
@@ -78,6 +79,8 @@ def load_weights(network, weights, source, head_prefixes=(), missing_ok=(), skip
         if skip is not None and skip(param.name):
             continue
         if param.name not in weights:
+            if param.name.endswith(NOISE_STATE):  # a published checkpoint has no noise state: draws start anew
+                continue
             if param.name.startswith(tuple(missing_ok)):
                 missing.append(param.name)
                 continue

@@ -2,6 +2,7 @@
 import os
 
 import mindspore as ms
+import mindspore.dataset as ds
 from mindspore.communication import get_group_size, get_rank, init
 
 from src.errors import UserInputError
@@ -15,11 +16,15 @@ def launched_distributed():
 
 
 def init_context(args):
-    """Set mode and device. A launched process takes its device from the launcher (DEVICE_ID, msrun's
+    """Set mode, determinism and device. A launched process takes its device from the launcher (DEVICE_ID, msrun's
     local rank); a single one from `device_id`."""
     if args.device_target not in DEVICE_TARGETS:
         raise UserInputError(f"unknown device_target '{args.device_target}', expected one of {list(DEVICE_TARGETS)}")
     ms.set_context(mode=ms.GRAPH_MODE if args.graph_mode else ms.PYNATIVE_MODE)
+    if args.deterministic:
+        ms.set_context(deterministic="ON")
+    # a dataset started mid-run replays the augmentations it skips (exact) or skips them (fast)
+    ds.config.set_fast_recovery(not args.deterministic)
     ms.set_device(args.device_target, None if launched_distributed() else args.device_id)
 
 

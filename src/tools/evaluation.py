@@ -1,13 +1,19 @@
 """Top-1 / top-5 accuracy and cross-entropy of a classifier over a dataset."""
 import numpy as np
 
+from src.tools.progress import progress
 
-def evaluate(network, dataset):
-    """{'top1', 'top5', 'loss', 'num_samples'} of `network` on a batched (image, label) dataset."""
+
+def evaluate(network, dataset, show_progress=False):
+    """{'top1', 'top5', 'loss', 'num_samples'} of `network` on a batched (image, label) dataset; with
+    `show_progress`, a progress bar (or plain lines in a log) on stderr."""
     was_training = network.training
     network.set_train(False)
     num_samples, correct1, correct5, loss_sum = 0, 0, 0, 0.0
-    for images, labels in dataset.create_tuple_iterator(num_epochs=1):
+    batches = dataset.create_tuple_iterator(num_epochs=1)
+    if show_progress:
+        batches = progress(batches, dataset.get_dataset_size(), "evaluating")
+    for images, labels in batches:
         logits = network(images).asnumpy().astype(np.float64)
         labels = labels.asnumpy().astype(np.int64)
         shifted = logits - logits.max(axis=1, keepdims=True)

@@ -172,3 +172,10 @@ def schedule_param_names(optimizer):
     (which may train for more epochs) instead of loading them."""
     rates = optimizer.learning_rate  # a Parameter, or with per-group rates a CellList holding them
     return {param.name for param in rates.get_parameters()} if isinstance(rates, nn.Cell) else {rates.name}
+
+
+def current_learning_rate(optimizer, schedule):
+    """The base learning rate (before layer decay) of the optimizer's latest update; steps skipped on a loss
+    scale overflow do not advance the optimizer, so this reads its own step count."""
+    updates = int(optimizer.global_step.asnumpy().reshape(-1)[0])
+    return float(schedule[min(max(updates - 1, 0), len(schedule) - 1)])

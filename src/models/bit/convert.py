@@ -10,6 +10,7 @@ import re
 import numpy as np
 
 from src.errors import UserInputError
+from src.tools.progress import progress
 
 _NPZ_CONV = "standardized_conv2d/kernel"
 _NPZ_UNIT_PARTS = {"a": "1", "b": "2", "c": "3"}
@@ -69,11 +70,13 @@ def _torch_name(key):
     return None
 
 
-def convert_bit_weights(weights):
-    """{published name: array} -> {ResNetV2 parameter name: float32 array (OIHW kernels)}."""
+def convert_bit_weights(weights, show_progress=False):
+    """{published name: array} -> {ResNetV2 parameter name: float32 array (OIHW kernels)}; `show_progress`
+    reports on stderr (the R152x4 .npz holds 3.7 GB)."""
     from_npz = is_bit_npz(weights)
     converted = {}
-    for key, value in weights.items():
+    items = progress(weights.items(), len(weights), "converting") if show_progress else weights.items()
+    for key, value in items:
         name = _npz_name(key) if from_npz else _torch_name(key)
         if name is None:
             continue

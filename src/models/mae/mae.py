@@ -11,7 +11,7 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
-from src.models.layers import Block, PatchEmbed, dense, layer_norm
+from src.models.layers import Block, PatchEmbed, ResumableUniform, dense, layer_norm
 from src.models.registry import register_model
 
 
@@ -62,6 +62,7 @@ class MaskedAutoencoderViT(nn.Cell):
         num_patches = self.patch_embed.num_patches
         grid = self.patch_embed.grid_size[0]
         self.num_keep = int(num_patches * (1 - mask_ratio))  # fixed, so the graph has static shapes
+        self.noise = ResumableUniform()
         self.mask_ratio = mask_ratio
         self.cls_token = ms.Parameter(initializer(Normal(0.02), (1, 1, embed_dim), ms.float32), name="cls_token")
         self.pos_embed = fixed_embedding(sincos_2d(embed_dim, grid), "pos_embed")
@@ -91,7 +92,7 @@ class MaskedAutoencoderViT(nn.Cell):
     def random_masking(self, x):
         """Keep `num_keep` patches per sample at random: (kept tokens, mask 1 = removed, ids_restore)."""
         batch, length, dim = x.shape
-        noise = ops.rand((batch, length), dtype=x.dtype)
+        noise = self.noise((batch, length))
         ids_shuffle = ops.argsort(noise, axis=1)
         ids_restore = ops.argsort(ids_shuffle, axis=1)
         ids_keep = ids_shuffle[:, :self.num_keep]

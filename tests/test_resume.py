@@ -1,0 +1,114 @@
+"""Exact resume: the random state a checkpoint carries, and a run SIGKILLed mid-epoch that, resumed,
+ends with the weights of an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+from conftest import ROOT
+
+from src.data.sample_photos import write_photo_imagenet
+from src.models import create_model
+from src.models.layers import DropPath, ResumableUniform, set_noise_seed
+from src.tools.checkpoint import load_checkpoint, load_weights, save_checkpoint
+
+BEIT_TINY = os.path.join(ROOT, "src", "configs", "beit_tiny_imagenet_cpu.yaml")
+
+
+def test_noise_is_uniform_and_each_stream_its_own():
+    first, second = ResumableUniform(), ResumableUniform()
+    draws = np.concatenate([first((100, 50)).asnumpy().ravel() for _ in range(4)])
+    assert draws.min() >= 0 and draws.max() < 1
+    # Kolmogorov-Smirnov distance to U(0, 1) over 20000 draws: 1.63 / sqrt(n) is the 1% level
+    ordered = np.sort(draws)
+    ks = np.abs(ordered - np.arange(1, len(ordered) + 1) / len(ordered)).max()
+    assert ks < 1.63 / np.sqrt(len(ordered))
+    assert abs(np.corrcoef(draws[:-1], draws[1:])[0, 1]) < 0.03  # neighbouring elements independent
+    again = first((100, 50)).asnumpy()
+    other = second((100, 50)).asnumpy()
+    assert not np.array_equal(again, draws[:5000].reshape(100, 50))  # each call draws anew
+    assert abs(np.corrcoef(again.ravel(), other.ravel())[0, 1]) < 0.05
+
+
+def test_drop_path_drops_whole_samples_at_its_rate_and_rescales_the_rest():
+    drop = DropPath(0.3)
+    drop.set_train(True)
+    x = ms.Tensor(np.ones((4000, 3, 2), np.float32))
+    out = drop(x).asnumpy()
+    per_sample = out.reshape(4000, -1)
+    assert np.ptp(per_sample, axis=1).max() == 0  # one decision per sample
+    kept = per_sample[:, 0] > 0
+    assert abs(kept.mean() - 0.7) < 0.03
+    np.testing.assert_allclose(per_sample[kept], 1 / 0.7, rtol=1e-6)
+    drop.set_train(False)
+    np.testing.assert_array_equal(drop(x).asnumpy(), x.asnumpy())
+
+
+def test_masks_after_a_checkpoint_round_trip_continue_the_sequence(tmp_path):
+    """MAE's masking noise lives in a parameter: a model loaded from a checkpoint draws the masks the
+    saved one would have drawn next, not the first ones again."""
+    images = ms.Tensor(np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32))
+    kwargs = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+              "decoder_depth": 1, "decoder_num_heads": 2}
+    set_noise_seed(0)
+    model = create_model("mae_vit_base_patch16", **kwargs)
+    first_mask = model(images)[2].asnumpy()
+    save_checkpoint(model, str(tmp_path / "mae.ckpt"))
+    expected = model(images)[2].asnumpy()
+    set_noise_seed(0)  # as a new process would
+    resumed = create_model("mae_vit_base_patch16", **kwargs)
+    load_weights(resumed, load_checkpoint(str(tmp_path / "mae.ckpt")), "mae.ckpt")
+    np.testing.assert_array_equal(resumed(images)[2].asnumpy(), expected)
+    assert not np.array_equal(expected, first_mask)
+
+
+def _train_command(data, train_url, *extra):
+    # drop path, RandAugment, random erasing, mixup / cutmix, EMA and a dynamic loss scale: all of the
+    # training's randomness and state
+    return [sys.executable, "train.py", "--config", BEIT_TINY, "--data_url", data, "--train_url", train_url,
+            "--mix_up", "0.8", "--cutmix", "1.0", "--enable_ema", "True", "--ema_decay", "0.9",
+            "--deterministic", "True", "--save_checkpoint_steps", "3", "--log_interval", "1", *extra]
+
+
+def _loss_records(train_url):
+    with open(os.path.join(train_url, "metrics.jsonl"), encoding="utf-8") as lines:
+        return [(record["step"], record["loss"]) for record in map(json.loads, lines) if "loss" in record]
+
+
+def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
+    data = str(tmp_path / "imagenet")
+    write_photo_imagenet(data, num_classes=3, train_per_class=6, val_per_class=2)  # 4 steps of 4 per epoch
+    env = dict(os.environ, GLOG_v="3")
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    uninterrupted = subprocess.Popen(_train_command(data, whole), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(_train_command(data, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    mid_epoch = os.path.join(killed, "ckpt_0000", "beit_base_patch16_224_0000-2_2.ckpt")  # global step 6 of 12
+    deadline = time.time() + 600
+    while not os.path.exists(mid_epoch) and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL and os.path.exists(mid_epoch)
+    final_name = "beit_base_patch16_224_0000-3_4.ckpt"
+    assert not os.path.exists(os.path.join(killed, "ckpt_0000", final_name))  # it did not get to the end
+
+    resumed = subprocess.run(_train_command(data, killed, "--resume", mid_epoch), cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from {mid_epoch} in epoch 2 after step 2 (global step 6)" in resumed.stdout
+    assert "epoch: 2 step: 1," not in resumed.stdout and "epoch: 2 step: 3," in resumed.stdout
+    assert uninterrupted.wait(timeout=600) == 0
+
+    expected = load_checkpoint(os.path.join(whole, "ckpt_0000", final_name))
+    got = load_checkpoint(os.path.join(killed, "ckpt_0000", final_name))
+    assert set(got) == set(expected)
+    assert any(name.endswith("noise_calls") for name in got) and any(name.startswith("ema.") for name in got)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=name)
+    # the metrics file reads as one run: the killed run's records after step 6 are replaced
+    assert _loss_records(killed) == _loss_records(whole)
