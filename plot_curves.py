@@ -22,15 +22,16 @@ def read_metrics(run_dir):
     if not os.path.isfile(path):
         raise UserInputError(f"no metrics.jsonl in {run_dir} (is it a train_url of train.py?)")
     train, evaluation = [], []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserInputError(f"{path} line {number} is not JSON: {line.strip()[:60]}") from None
-            (evaluation if "top1" in record else train).append(record)
+    with open(path, encoding="utf-8") as file:
+        lines = [(number, line) for number, line in enumerate(file, 1) if line.strip()]
+    for number, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == lines[-1][0]:  # cut short by a killed run
+                break
+            raise UserInputError(f"{path} line {number} is not JSON: {line.strip()[:60]}") from None
+        (evaluation if "top1" in record else train).append(record)
     if not train:
         raise UserInputError(f"{path} has no training records yet")
     return train, evaluation

@@ -14,6 +14,7 @@ from conftest import ROOT
 from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model
 from src.models.layers import DropPath, ResumableUniform, set_noise_seed
+from src.tools.callbacks import MetricsFile
 from src.tools.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
 BEIT_TINY = os.path.join(ROOT, "src", "configs", "beit_tiny_imagenet_cpu.yaml")
@@ -112,3 +113,14 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_one(tmp_pat
         np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=name)
     # the metrics file reads as one run: the killed run's records after step 6 are replaced
     assert _loss_records(killed) == _loss_records(whole)
+
+
+def test_a_resumed_metrics_file_keeps_the_records_up_to_its_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "step": 5, "loss": 2.0, "overflow_count": 3}\n{"epoch": 1, "step": 6, "top1": 0.5}\n'
+                    '{"epoch": 2, "step": 9, "loss": 1.0, "overflow_count": 4}\n{"epoch": 2, "st', encoding="utf-8")
+    resumed = MetricsFile(str(path), start_step=6)
+    assert [json.loads(line)["step"] for line in path.read_text(encoding="utf-8").splitlines()] == [5, 6]
+    assert resumed.last_train_record["overflow_count"] == 3  # the count continues from there
+    MetricsFile(str(path))
+    assert path.read_text(encoding="utf-8") == ""  # a fresh run starts anew

@@ -107,6 +107,13 @@ def test_metrics_file_records_the_run_and_plot_curves_draws_it(trained, tmp_path
             pixels = np.asarray(image.convert("L"), dtype=np.float32)
         assert pixels.shape[0] > 200 and pixels.std() > 5  # drawn, not blank
     assert_one_line_error(run_script("plot_curves.py", str(tmp_path / "nothing")), "no metrics.jsonl")
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    lines = (train_url / "metrics.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (killed / "metrics.jsonl").write_text("".join(lines) + '{"epoch": 3, "st', encoding="utf-8")
+    assert run_script("plot_curves.py", str(killed)).returncode == 0  # a last line cut by a kill is skipped
+    (killed / "metrics.jsonl").write_text("".join(lines[:2] + ["garbage\n"] + lines[2:]), encoding="utf-8")
+    assert_one_line_error(run_script("plot_curves.py", str(killed)), "line 3 is not JSON")
 
 
 def test_resume_continues_epoch_optimizer_and_best(trained, digits_cifar, tmp_path):

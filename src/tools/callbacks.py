@@ -1,4 +1,4 @@
-"""Training callbacks: the seeds' log lines, checkpoints (latest N and best), evaluation."""
+"""Training callbacks: the seeds' log lines, metrics.jsonl, checkpoints (latest N and best), evaluation."""
 import contextlib
 import glob
 import json
@@ -18,6 +18,15 @@ def _loss_value(net_outputs):
     return float(loss.asnumpy()) if isinstance(loss, ms.Tensor) else float(loss)
 
 
+def _complete_records(lines):
+    """The JSON records of metrics.jsonl lines, without a last line cut short by a killed process."""
+    for line in lines:
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue
+
+
 class MetricsFile:
     """`TRAIN_URL/metrics.jsonl`: one JSON object per line (train records at the log interval, eval records
     after each evaluation). A run resumed at step S first drops the records after S, so that the file reads
@@ -28,11 +37,11 @@ class MetricsFile:
         kept = []
         if start_step and os.path.exists(path):
             with open(path, encoding="utf-8") as lines:
-                kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start_step]
+                kept = [record for record in _complete_records(lines) if record["step"] <= start_step]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", encoding="utf-8") as out:
-            out.writelines(kept)
-        self.last_train_record = next((json.loads(line) for line in reversed(kept) if '"loss"' in line), None)
+            out.writelines(json.dumps(record) + "\n" for record in kept)
+        self.last_train_record = next((record for record in reversed(kept) if "loss" in record), None)
 
     def write(self, **record):
         with open(self.path, "a", encoding="utf-8") as out:
