@@ -68,7 +68,9 @@ def set_noise_seed(seed):
 
 
 def _hash32(h):
-    """A 32-bit integer hash (two xor-shift-multiply rounds), in int64 so that no product overflows."""
+    """A 32-bit integer hash (two xor-shift-multiply rounds) of the low 32 bits of `h`, in int64 so that no
+    product overflows. Odd multipliers before it keep distinct indices and call counts distinct."""
+    h = ops.bitwise_and(h, _UINT32)
     for _ in range(2):
         h = ops.bitwise_and(ops.bitwise_xor(h, ops.bitwise_right_shift(h, 16)) * 0x45D9F3B, _UINT32)
     return ops.bitwise_xor(h, ops.bitwise_right_shift(h, 16))
