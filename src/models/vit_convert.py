@@ -92,8 +92,7 @@ def convert_vit_weights(weights, network, show_progress=False):
     target = {param.name: tuple(param.shape) for param in network.get_parameters()}
     grid = network.patch_embed.grid_size
     converted = {}
-    items = progress(weights.items(), len(weights), "converting") if show_progress else weights.items()
-    for key, value in items:
+    for key, value in progress(weights.items(), len(weights), "converting", show=show_progress):
         if key.endswith("relative_position_index"):
             continue
         name = rename_layer_norm(key)

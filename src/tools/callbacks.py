@@ -13,6 +13,11 @@ from src.tools.checkpoint import save_checkpoint
 from src.tools.evaluation import evaluate
 
 
+def _step_in_epoch(global_step, steps_per_epoch):
+    """1..steps_per_epoch: the position of global step `global_step` (counted from 1) in its epoch."""
+    return (global_step - 1) % steps_per_epoch + 1
+
+
 def _loss_value(net_outputs):
     loss = net_outputs[0] if isinstance(net_outputs, (tuple, list)) else net_outputs
     return float(loss.asnumpy()) if isinstance(loss, ms.Tensor) else float(loss)
@@ -77,14 +82,14 @@ class StepLogger(Callback):
 
     def on_train_step_end(self, run_context):
         params = run_context.original_args()
-        step_in_epoch = (params.cur_step_num - 1) % self.steps_per_epoch + 1
+        step = _step_in_epoch(params.cur_step_num, self.steps_per_epoch)
         outputs = params.net_outputs
         if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and bool(outputs[1].asnumpy()):
             self.overflow_steps += 1
             self.overflow_total += 1
-        if step_in_epoch % self.log_interval == 0 or step_in_epoch == self.steps_per_epoch:
+        if step % self.log_interval == 0 or step == self.steps_per_epoch:
             loss = _loss_value(outputs)
-            self.log(f"epoch: {params.cur_epoch_num} step: {step_in_epoch}, loss is {loss}")
+            self.log(f"epoch: {params.cur_epoch_num} step: {step}, loss is {loss}")
             if self.metrics:
                 self._record(params, loss)
 
@@ -165,8 +170,7 @@ class CheckpointAndEval(Callback):
         self.log = log
 
     def _save(self, folder, epoch, global_step, keep):
-        step_in_epoch = (global_step - 1) % self.steps_per_epoch + 1
-        path = os.path.join(folder, f"{self.prefix}-{epoch}_{step_in_epoch}.ckpt")
+        path = os.path.join(folder, f"{self.prefix}-{epoch}_{_step_in_epoch(global_step, self.steps_per_epoch)}.ckpt")
         save_checkpoint(self.train_cell, path, append_dict={
             "epoch_num": epoch, "step_num": global_step, "best_acc": float(self.best_acc),
             "best_epoch": int(self.best_epoch)}, skip=self.skip)

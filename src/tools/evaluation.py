@@ -11,9 +11,7 @@ def evaluate(network, dataset, show_progress=False):
     network.set_train(False)
     num_samples, correct1, correct5, loss_sum = 0, 0, 0, 0.0
     batches = dataset.create_tuple_iterator(num_epochs=1)
-    if show_progress:
-        batches = progress(batches, dataset.get_dataset_size(), "evaluating")
-    for images, labels in batches:
+    for images, labels in progress(batches, dataset.get_dataset_size(), "evaluating", show=show_progress):
         logits = network(images).asnumpy().astype(np.float64)
         labels = labels.asnumpy().astype(np.int64)
         shifted = logits - logits.max(axis=1, keepdims=True)

@@ -10,8 +10,12 @@ def _clock(seconds):
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
 
 
-def progress(iterable, total, description, stream=None, width=30):
-    """Yield the items of `iterable` (`total` of them) while reporting progress on `stream` (stderr)."""
+def progress(iterable, total, description, stream=None, width=30, show=True):
+    """Yield the items of `iterable` (`total` of them) while reporting progress on `stream` (stderr);
+    with `show` false, just the items."""
+    if not show:
+        yield from iterable
+        return
     stream = stream or sys.stderr
     on_terminal = stream.isatty()
     start = last_draw = time.monotonic()

@@ -25,19 +25,19 @@ def train_epochs(train_cell, dataset, epochs, callbacks=(), start_step=0):
     params = CallbackParams(train_network=train_cell, batch_num=steps_per_epoch, epoch_num=epochs,
                              cur_epoch_num=start_step // steps_per_epoch, cur_step_num=start_step, net_outputs=None)
     context = RunContext(params)
+
+    def notify(event):
+        for callback in callbacks:
+            getattr(callback, event)(context)
+
     train_cell.set_train(True)
-    for callback in callbacks:
-        callback.on_train_begin(context)
+    notify("on_train_begin")
     for epoch in range(start_step // steps_per_epoch, epochs):
         params.cur_epoch_num = epoch + 1
-        for callback in callbacks:
-            callback.on_train_epoch_begin(context)
+        notify("on_train_epoch_begin")
         for batch in iterator:
             params.cur_step_num += 1
             params.net_outputs = train_cell(*batch)
-            for callback in callbacks:
-                callback.on_train_step_end(context)
-        for callback in callbacks:
-            callback.on_train_epoch_end(context)
-    for callback in callbacks:
-        callback.on_train_end(context)
+            notify("on_train_step_end")
+        notify("on_train_epoch_end")
+    notify("on_train_end")

@@ -75,8 +75,7 @@ def convert_bit_weights(weights, show_progress=False):
     reports on stderr (the R152x4 .npz holds 3.7 GB)."""
     from_npz = is_bit_npz(weights)
     converted = {}
-    items = progress(weights.items(), len(weights), "converting") if show_progress else weights.items()
-    for key, value in items:
+    for key, value in progress(weights.items(), len(weights), "converting", show=show_progress):
         name = _npz_name(key) if from_npz else _torch_name(key)
         if name is None:
             continue
