@@ -10,12 +10,14 @@ import time
 import mindspore as ms
 import numpy as np
 from conftest import ROOT
+from mindspore.train.callback import RunContext
 
 from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model
 from src.models.layers import DropPath, ResumableUniform, set_noise_seed
-from src.tools.callbacks import MetricsFile
+from src.tools.callbacks import MetricsFile, StepLogger
 from src.tools.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from src.trainers.loop import CallbackParams
 
 BEIT_TINY = os.path.join(ROOT, "src", "configs", "beit_tiny_imagenet_cpu.yaml")
 
@@ -124,3 +126,23 @@ def test_a_resumed_metrics_file_keeps_the_records_up_to_its_step(tmp_path):
     assert resumed.last_train_record["overflow_count"] == 3  # the count continues from there
     MetricsFile(str(path))
     assert path.read_text(encoding="utf-8") == ""  # a fresh run starts anew
+
+
+def test_metrics_records_count_overflow_steps_and_carry_the_loss_scale(tmp_path):
+    """Train steps return (loss, overflow, loss scale): the records count skipped steps across epochs and
+    continue the count of the run they resume."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "step": 2, "loss": 2.0, "overflow_count": 5}\n', encoding="utf-8")
+    logger = StepLogger(steps_per_epoch=2, log_interval=1, log=lambda message: None,
+                        metrics=MetricsFile(str(path), start_step=2), images_per_step=4, lr_now=lambda: 0.1)
+    params = CallbackParams(cur_epoch_num=2, cur_step_num=2, net_outputs=None)
+    context = RunContext(params)
+    logger.on_train_epoch_begin(context)
+    for overflow, scale in ((True, 512.0), (False, 512.0)):
+        params.cur_step_num += 1
+        params.net_outputs = (ms.Tensor(1.5), ms.Tensor(overflow), ms.Tensor(scale))
+        logger.on_train_step_end(context)
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(r["step"], r["overflow_count"], r["loss_scale"], r["lr"]) for r in records[1:]] == [
+        (3, 6, 512.0, 0.1), (4, 6, 512.0, 0.1)]
+    assert all(record["images_per_sec"] > 0 for record in records[1:])
