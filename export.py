@@ -11,7 +11,7 @@ import numpy as np
 
 from src.args import parse_args
 from src.errors import UserInputError, report_user_errors
-from src.models import create_model_from_args
+from src.models import cpu_kernels, create_model_from_args
 from src.tools.checkpoint import load_inference_weights
 from src.tools.context import init_context
 
@@ -33,6 +33,8 @@ def main(argv=None):
         raise UserInputError(f"export.py exports classifiers; task {args.task} trains a pretraining model: "
                              "export its fine-tuned classifier")
     init_context(args)
+    # the exported graph must run anywhere: MindSpore's own kernels, not this machine's compiled CPU ones
+    os.environ[cpu_kernels.DISABLE_VARIABLE] = "0"
     network = create_model_from_args(args)
     use_ema = load_inference_weights(network, args.pretrained, args.eval_use_ema)
     network.set_train(False)

