@@ -89,6 +89,29 @@ def test_gelu_and_softmax_match_torch():
     assert_close(grad, ref_grad, atol=1e-6)
 
 
+class BiasedSoftmaxOf(nn.Cell):
+    """x -> softmax(x + bias) with a trainable (heads, N, N) bias, as BEiT's relative position bias."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.bias = ms.Parameter(ms.Tensor(bias), name="bias")
+        self.softmax = cpu_kernels.BiasedSoftmax()
+
+    def construct(self, x):
+        return self.softmax(x, self.bias)
+
+
+def test_biased_softmax_matches_torch_with_the_bias_gradient_summed_over_the_batch():
+    x, bias = sample((3, 2, 5, 7)), sample((2, 5, 7), seed=1)
+    out, grad, params = ours_with_gradients(BiasedSoftmaxOf(bias), x)
+    reference_bias = torch.tensor(bias, requires_grad=True)
+    ref_out, ref_grad, (ref_bias,) = torch_with_gradients(lambda t: torch.softmax(t + reference_bias, -1), x,
+                                                          [reference_bias])
+    assert_close(out, ref_out, atol=1e-6)
+    assert_close(grad, ref_grad, atol=1e-6)
+    assert_close(params["bias"], ref_bias, atol=1e-6)
+
+
 def test_layer_norm_and_dense_match_torch_with_parameter_gradients():
     x = sample((4, 70, 48))  # 280 rows: several row blocks for the weight gradients
     check_normalization(cpu_kernels.LayerNorm(48, eps=1e-6), torch.nn.LayerNorm(48, eps=1e-6), x)
@@ -145,12 +168,56 @@ def test_fused_convolution_matches_torch(kernel, stride, padding):
     assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
 
 
+def test_a_convolution_without_input_gradient_gives_zeros_and_the_weight_gradient():
+    conv = Conv2d(3, 8, 4, stride=4, pad_mode="valid", input_grad=False)
+    reference = torch.nn.Conv2d(3, 8, 4, stride=4, bias=False)
+    reference.weight.data = torch.tensor(conv.weight.asnumpy())
+    x = sample((2, 3, 16, 16))
+    out, grad, params = ours_with_gradients(conv, x)
+    ref_out, _, (ref_weight,) = torch_with_gradients(reference, x, reference.parameters())
+    assert_close(out, ref_out, atol=1e-4)
+    assert not grad.any()
+    assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
+
+
+class TokensConvolution(nn.Cell):
+    """The fused convolution writing (B, OH * OW, O) tokens."""
+
+    def __init__(self, weight, stride, padding):
+        super().__init__()
+        self.weight = ms.Parameter(ms.Tensor(weight), name="weight")
+        self.convolve = cpu_kernels.convolution_op((stride, stride), (padding, padding), tokens=True)
+        self.geometry = ms.Tensor([stride, stride, padding, padding, 1], ms.int32)
+
+    def construct(self, x):
+        return self.convolve(x, self.weight, self.geometry)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(4, 4, 0), (3, 2, 1), (1, 1, 0)])
+def test_a_convolution_writing_tokens_matches_torch(kernel, stride, padding):
+    weight = sample((6, 5, kernel, kernel), seed=1, scale=0.3, offset=0.0)
+    reference = torch.nn.Conv2d(5, 6, kernel, stride=stride, padding=padding, bias=False)
+    reference.weight.data = torch.tensor(weight)
+    x = sample((3, 5, 12, 12))
+    out, grad, params = ours_with_gradients(TokensConvolution(weight, stride, padding), x)
+    ref_out, ref_grad, (ref_weight,) = torch_with_gradients(lambda t: reference(t).flatten(2).transpose(1, 2), x,
+                                                            reference.parameters())
+    assert_close(out, ref_out, atol=1e-4)
+    assert_close(grad, ref_grad, atol=1e-4)
+    assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
+
+
 def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(monkeypatch):
-    x = sample((2, 32, 6, 6))
-    fused = [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU()]
+    x, bias = sample((2, 32, 6, 6)), sample((32, 6, 6), seed=1)
+
+    def cells():
+        return [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU(),
+                BiasedSoftmaxOf(bias)]
+    fused = cells()
     monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
-    native = [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU()]
+    native = cells()
     assert not native[0].fused and native[1].fused_conv is None and native[1].as_matmul and not native[2].fused
+    assert not native[3].softmax.fused
     native[1].weight.set_data(fused[1].weight.value())
     for mine, theirs in zip(fused, native):
         out, grad, params = ours_with_gradients(mine, x)
@@ -233,3 +300,13 @@ def test_pynative_mode_keeps_each_convolution_geometry_apart():
             assert_close(conv(ms.Tensor(x)).asnumpy(), reference(torch.tensor(x)).detach().numpy(), atol=1e-4)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_squared_sum_over_several_blocks_and_non_finite_values():
+    squared_sum = cpu_kernels.squared_sum_op()
+    x = sample((3, 70001))  # 210003 elements: four blocks, the last one partial
+    assert abs(squared_sum(ms.Tensor(x)).asnumpy()[0] - (x.astype(np.float64) ** 2).sum()) <= 1e-6 * (x ** 2).sum()
+    x[1, 5] = 1e20  # finite, but its square is not in float32
+    assert np.isinf(squared_sum(ms.Tensor(x)).asnumpy()[0])
+    x[1, 5] = np.nan
+    assert np.isnan(squared_sum(ms.Tensor(x)).asnumpy()[0])

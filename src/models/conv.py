@@ -26,15 +26,16 @@ def _symmetric_padding(conv):
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d computed by the fused CPU kernels (or unfold + matmul) on the CPU where it has one group, no
-    dilation and "pad" / "valid" padding; same parameters and names as nn.Conv2d."""
+    dilation and "pad" / "valid" padding; same parameters and names as nn.Conv2d. `input_grad=False` (for
+    images) spares the fused backward the input's gradient: it gives zeros."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, input_grad=True, **kwargs):
         super().__init__(*args, **kwargs)
         padding = _symmetric_padding(self)
         rewrite = (ms.get_context("device_target") == "CPU" and padding is not None and self.group == 1
                    and self.dilation == (1, 1))
-        self.fused_conv = convolution_op(self.stride, padding) if rewrite else None
-        self.geometry = ms.Tensor([*self.stride, *(padding or (0, 0))], ms.int32)
+        self.fused_conv = convolution_op(self.stride, padding, input_grad) if rewrite else None
+        self.geometry = ms.Tensor([*self.stride, *(padding or (0, 0)), 0], ms.int32)
         self.padding_hw = padding
         self.as_matmul = (rewrite and self.fused_conv is None
                           and (self.kernel_size != (1, 1) or self.stride != (1, 1)))

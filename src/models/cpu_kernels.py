@@ -194,6 +194,27 @@ class Softmax(_UnaryCell):
         return ops.softmax(x, axis=-1)
 
 
+class BiasedSoftmax(nn.Cell):
+    """softmax(x + bias) over the last dimension, the bias repeated over x's leading dimensions (BEiT's
+    relative position bias, (heads, N, N), over the batch); on the CPU its gradient is summed in one pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused = fused_kernels_enabled()
+        if self.fused:
+            backward = _custom_op("SoftmaxBiasBackward", lambda dy, y, bias: (dy, bias),
+                                  lambda dy, y, bias: (dy, bias))
+
+            def bprop(x, bias, out, dout):
+                return backward(dout, out, bias)
+            self.fused_forward = _custom_op("SoftmaxBiasForward", lambda x, bias: x, lambda x, bias: x, bprop)
+
+    def construct(self, x, bias):
+        if self.fused and x.dtype == ms.float32 and bias.dtype == ms.float32:
+            return self.fused_forward(x, bias)
+        return ops.softmax(x + bias.astype(x.dtype), axis=-1)
+
+
 class RowMean(_UnaryCell):
     """Mean over the last dimension."""
 
@@ -296,24 +317,42 @@ class GroupNorm(nn.GroupNorm):
         return super().construct(x)
 
 
-def convolution_op(stride, padding):
+def squared_sum_op():
+    """Custom op x -> (1,) float32 sum of x's squares (float32 x), for the train step's global norm;
+    None where the fused kernels are unavailable."""
+    if not fused_kernels_enabled():
+        return None
+    return _custom_op("SquaredSum", lambda x: [1], lambda x: x)
+
+
+def convolution_op(stride, padding, input_grad=True, tokens=False):
     """Custom op (x, weight, geometry) -> NCHW convolution with one group, where geometry is the int32
-    tensor (stride_h, stride_w, pad_h, pad_w); None where the fused convolutions are unavailable."""
+    tensor (stride_h, stride_w, pad_h, pad_w, tokens); with `tokens` its output is (B, OH * OW, O). Its
+    backward skips x's gradient (zeros) unless `input_grad`. None where the fused convolutions are unavailable."""
     if not fused_kernels_enabled("cpu_conv_kernels"):
         return None
     (stride_h, stride_w), (pad_h, pad_w) = stride, padding
 
     def out_shape(x, weight, geometry):
-        return [x[0], weight[0], (x[2] + 2 * pad_h - weight[2]) // stride_h + 1,
-                (x[3] + 2 * pad_w - weight[3]) // stride_w + 1]
+        out_h = (x[2] + 2 * pad_h - weight[2]) // stride_h + 1
+        out_w = (x[3] + 2 * pad_w - weight[3]) // stride_w + 1
+        return [x[0], out_h * out_w, weight[0]] if tokens else [x[0], weight[0], out_h, out_w]
 
-    backward = _custom_op("ConvBackward", lambda dy, x, weight, geometry: (x, weight),
-                          lambda dy, x, weight, geometry: (x, weight), library="cpu_conv_kernels")
+    if input_grad:
+        backward = _custom_op("ConvBackward", lambda dy, x, weight, geometry: (x, weight),
+                              lambda dy, x, weight, geometry: (x, weight), library="cpu_conv_kernels")
 
-    def bprop(x, weight, geometry, out, dout):
-        dx, dweight = backward(dout, x, weight, geometry)
-        return dx, dweight, ops.zeros_like(geometry)
+        def bprop(x, weight, geometry, out, dout):
+            dx, dweight = backward(dout, x, weight, geometry)
+            return dx, dweight, ops.zeros_like(geometry)
+    else:
+        weight_backward = _custom_op("ConvWeightBackward", lambda dy, x, weight, geometry: weight,
+                                     lambda dy, x, weight, geometry: weight, library="cpu_conv_kernels")
+
+        def bprop(x, weight, geometry, out, dout):
+            return ops.zeros_like(x), weight_backward(dout, x, weight, geometry), ops.zeros_like(geometry)
 
     forward = _custom_op("ConvForward", out_shape, lambda x, weight, geometry: x, bprop, library="cpu_conv_kernels")
-    forward.add_prim_attr("geometry", [stride_h, stride_w, pad_h, pad_w])
+    # PyNative caches Custom ops by their attributes: each geometry and backward must be its own
+    forward.add_prim_attr("geometry", [stride_h, stride_w, pad_h, pad_w, int(tokens), int(input_grad)])
     return forward

@@ -13,7 +13,8 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Constant, TruncatedNormal, Zero, initializer
 
-from src.models.cpu_kernels import GELU, BiasAdd, Dense, LayerNorm, Softmax
+from src.models.conv import Conv2d
+from src.models.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, Softmax, convolution_op
 
 
 def trunc_normal(shape, std=0.02):
@@ -31,32 +32,31 @@ def layer_norm(dim, eps=1e-6):
 
 
 class PatchEmbed(nn.Cell):
-    """Image -> (B, num_patches, embed_dim) with a patch-sized, patch-strided convolution.
-
-    The convolution's weights are applied as one matmul over the flattened patches, the same arithmetic:
-    MindSpore's CPU convolution with a 16x16, stride-16 kernel measured ~60x slower than this (bench/).
-    """
+    """Image -> (B, num_patches, embed_dim) with a patch-sized, patch-strided convolution. On the CPU a fused
+    kernel writes the tokens directly (MindSpore's CPU convolution is ~60x slower at 16x16 / stride 16, and
+    the transpose to tokens took 4-8 ms of a tiny BEiT's 110 ms inference); elsewhere the native one."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
         super().__init__()
         self.grid_size = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True,
-                              weight_init=TruncatedNormal(0.02), bias_init="zeros")
-        self.matmul_transpose_b = ops.MatMul(transpose_b=True)
+        self.proj = Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True,
+                           weight_init=TruncatedNormal(0.02), bias_init="zeros", input_grad=False)
+        self.fused_tokens = convolution_op(self.proj.stride, (0, 0), input_grad=False, tokens=True)
+        self.geometry = ms.Tensor([*self.proj.stride, 0, 0, 1], ms.int32)
         self.bias_add = BiasAdd()
 
     def construct(self, x):
-        # no gradient flows back to the pixels: the backward pass skips the transposes to image layout
-        x = ops.stop_gradient(x)
-        batch, channels, height, width = x.shape
-        p = self.patch_size
-        patches = x.reshape(batch, channels, height // p, p, width // p, p).transpose(0, 2, 4, 1, 3, 5)
-        patches = patches.reshape(batch * (height // p) * (width // p), channels * p * p)
-        weight = self.proj.weight.reshape(self.proj.out_channels, -1).astype(x.dtype)
-        out = self.bias_add(self.matmul_transpose_b(patches, weight), self.proj.bias.astype(x.dtype))
-        return out.reshape(batch, (height // p) * (width // p), -1)
+        x = ops.stop_gradient(x)  # images: no gradient to compute
+        weight = self.proj.weight.astype(x.dtype)
+        if self.fused_tokens is not None and x.dtype == ms.float32:
+            tokens = self.fused_tokens(x, weight, self.geometry)
+        else:
+            out = self.proj.convolve(x, weight)  # (B, D, h, w)
+            tokens = out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 2, 1)
+        # the bias after the tokens are formed: the fused addition sums its gradient in one pass
+        return self.bias_add(tokens, self.proj.bias.astype(x.dtype))
 
 
 NOISE_STATE = "noise_calls"
@@ -201,6 +201,14 @@ class Attention(nn.Cell):
         self.matmul_transpose_b = ops.BatchMatMul(transpose_b=True)
         self.matmul = ops.BatchMatMul()
         self.softmax = Softmax()
+        self.biased_softmax = BiasedSoftmax()
+
+    def position_bias(self, shared_bias):
+        """The (heads, N, N) bias of the attention logits: this layer's, the shared one, both, or None."""
+        if not self.use_rel_pos_bias:
+            return shared_bias
+        bias = lookup_bias(self.relative_position_bias_table, self.relative_position_index, self.num_tokens)
+        return bias if shared_bias is None else bias + shared_bias
 
     def construct(self, x, shared_bias=None):
         batch, tokens, dim = x.shape
@@ -211,12 +219,8 @@ class Attention(nn.Cell):
         qkv = qkv.reshape(batch, tokens, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
         attn = self.matmul_transpose_b(q * self.scale, k)
-        if self.use_rel_pos_bias:
-            bias = lookup_bias(self.relative_position_bias_table, self.relative_position_index, self.num_tokens)
-            attn = attn + bias.expand_dims(0).astype(attn.dtype)
-        if shared_bias is not None:
-            attn = attn + shared_bias.expand_dims(0).astype(attn.dtype)
-        attn = self.softmax(attn)
+        bias = self.position_bias(shared_bias)
+        attn = self.softmax(attn) if bias is None else self.biased_softmax(attn, bias)
         x = self.matmul(attn, v).transpose(0, 2, 1, 3).reshape(batch, tokens, dim)
         return self.proj(x)
 

@@ -2,21 +2,16 @@
 import mindspore as ms
 from mindspore import nn, ops
 
+from src.models.cpu_kernels import squared_sum_op
 from src.trainers.ema import EMA
 
 _unscale = ops.MultitypeFuncGraph("unscale")
-_squared_sum = ops.MultitypeFuncGraph("squared_sum")
 _scale = ops.MultitypeFuncGraph("scale")
 
 
 @_unscale.register("Tensor", "Tensor")
 def _unscale_tensor(scale, grad):
     return grad * ops.reciprocal(scale).astype(grad.dtype)
-
-
-@_squared_sum.register("Tensor")
-def _squared_sum_tensor(grad):
-    return ops.square(grad.astype(ms.float32)).sum()
 
 
 @_scale.register("Tensor", "Tensor")
@@ -46,6 +41,13 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
             self.ema = EMA(self.weights, ema_decay)
         if self.reducer_flag:
             self.overflow_all_reduce = ops.AllReduce()
+        # MindSpore's CPU ReduceSum took ~30 ms of a tiny BiT's 360 ms step for the norm alone
+        self.fused_squared_sum = squared_sum_op()
+
+    def squared_sum(self, grad):
+        if self.fused_squared_sum is not None and grad.dtype == ms.float32:
+            return self.fused_squared_sum(grad).reshape(())
+        return ops.square(grad.astype(ms.float32)).sum()
 
     def gradients_overflow(self, global_norm):
         overflow = ops.logical_not(ops.isfinite(global_norm))
@@ -60,7 +62,7 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
         grads = self.grad(self.network, self.weights)(*inputs, sens)
         grads = self.hyper_map(ops.partial(_unscale, scale), grads)
         grads = self.grad_reducer(grads)
-        global_norm = ops.sqrt(ops.stack(self.hyper_map(_squared_sum, grads)).sum())
+        global_norm = ops.sqrt(ops.stack([self.squared_sum(grad) for grad in grads]).sum())
         overflow = self.process_loss_scale(self.gradients_overflow(global_norm))
         if not overflow:
             if self.use_clip:

@@ -5,7 +5,8 @@
 // The weight gradient is summed per thread's span of samples, then over the spans in order: results are
 // the same from run to run on the same number of threads.
 //
-// Inputs: x (B, C, H, W), weight (O, C, KH, KW), geometry (int32: stride_h, stride_w, pad_h, pad_w).
+// Inputs: x (B, C, H, W), weight (O, C, KH, KW), geometry (int32: stride_h, stride_w, pad_h, pad_w, tokens);
+// the output is (B, O, OH, OW), or with `tokens` (B, OH * OW, O): a ViT's patch embedding, untransposed.
 #include <cstdint>
 #include <vector>
 
@@ -19,6 +20,7 @@ namespace {
 struct Geometry {
   int64_t batch, channels, height, width, out_channels, kernel_h, kernel_w;
   int64_t stride_h, stride_w, pad_h, pad_w, out_h, out_w;
+  bool tokens;
   int64_t rows() const { return channels * kernel_h * kernel_w; }  // of the im2col matrix
   int64_t pixels() const { return out_h * out_w; }                 // its columns
   // a 1x1, stride-1 convolution needs no im2col: the input is the matrix
@@ -41,6 +43,7 @@ Geometry ReadGeometry(void **params, int64_t **shapes, int weight_index) {
   g.stride_w = values[1];
   g.pad_h = values[2];
   g.pad_w = values[3];
+  g.tokens = values[4] != 0;
   g.out_h = (g.height + 2 * g.pad_h - g.kernel_h) / g.stride_h + 1;
   g.out_w = (g.width + 2 * g.pad_w - g.kernel_w) / g.stride_w + 1;
   return g;
@@ -93,6 +96,45 @@ void Col2Im(const float *cols, const Geometry &g, float *dx) {
 // multiply-adds of one sample's convolution: how much work ParallelRanges shares out
 int64_t SampleWork(const Geometry &g) { return g.out_channels * g.rows() * g.pixels(); }
 
+// dweight, and dx unless it is null, from dy and the forward's x, weight and geometry in params[1..3]
+void Backward(void **params, int64_t **shapes, float *dx, float *dweight) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *weight = static_cast<const float *>(params[2]);
+  const Geometry g = ReadGeometry(params + 1, shapes + 1, 1);
+  const int64_t weight_size = g.out_channels * g.rows();
+  const int64_t spans = NumSpans(g.batch, SampleWork(g));
+  std::vector<float> span_dweight(spans * weight_size);
+  ParallelFor(spans, g.batch * SampleWork(g), [&](int64_t span) {
+    std::vector<float> cols(g.direct() ? 0 : g.rows() * g.pixels());
+    std::vector<float> dcols(g.direct() || !dx ? 0 : g.rows() * g.pixels());
+    const int64_t begin = g.batch * span / spans, end = g.batch * (span + 1) / spans;
+    for (int64_t b = begin; b < end; ++b) {
+      const float *sample = x + b * g.channels * g.height * g.width;
+      const float *grad = dy + b * g.out_channels * g.pixels();
+      if (!g.direct()) Im2Col(sample, g, cols.data());
+      // dy_b as an (O, pixels) matrix: itself, or the transpose of the tokens' (pixels, O)
+      const char grad_op = g.tokens ? 'T' : 'N';
+      const int64_t grad_ld = g.tokens ? g.out_channels : g.pixels();
+      // dweight (O, rows) += dy_b @ cols_b^T
+      dnnl_sgemm(grad_op, 'T', g.out_channels, g.rows(), g.pixels(), 1.0f, grad, grad_ld,
+                 g.direct() ? sample : cols.data(), g.pixels(), b == begin ? 0.0f : 1.0f,
+                 span_dweight.data() + span * weight_size, g.rows());
+      if (!dx) continue;
+      // dcols_b (rows, pixels) = weight^T @ dy_b, folded back into the image
+      float *grad_in = dx + b * g.channels * g.height * g.width;
+      dnnl_sgemm('T', grad_op, g.rows(), g.pixels(), g.out_channels, 1.0f, weight, g.rows(), grad, grad_ld, 0.0f,
+                 g.direct() ? grad_in : dcols.data(), g.pixels());
+      if (!g.direct()) Col2Im(dcols.data(), g, grad_in);
+    }
+  });
+  ParallelFor(weight_size, spans, [&](int64_t i) {
+    float sum = 0.0f;
+    for (int64_t span = 0; span < spans; ++span) sum += span_dweight[span * weight_size + i];
+    dweight[i] = sum;
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -108,9 +150,15 @@ int ConvForward(int, void **params, int *, int64_t **shapes, const char **, void
     for (int64_t b = begin; b < end; ++b) {
       const float *sample = x + b * g.channels * g.height * g.width;
       if (!g.direct()) Im2Col(sample, g, cols.data());
-      dnnl_sgemm('N', 'N', g.out_channels, g.pixels(), g.rows(), 1.0f, weight, g.rows(),
-                 g.direct() ? sample : cols.data(), g.pixels(), 0.0f, y + b * g.out_channels * g.pixels(),
-                 g.pixels());
+      const float *matrix = g.direct() ? sample : cols.data();
+      float *out = y + b * g.out_channels * g.pixels();
+      if (g.tokens) {  // out (pixels, O) = cols^T @ weight^T
+        dnnl_sgemm('T', 'T', g.pixels(), g.out_channels, g.rows(), 1.0f, matrix, g.pixels(), weight, g.rows(), 0.0f,
+                   out, g.out_channels);
+      } else {  // out (O, pixels) = weight @ cols
+        dnnl_sgemm('N', 'N', g.out_channels, g.pixels(), g.rows(), 1.0f, weight, g.rows(), matrix, g.pixels(), 0.0f,
+                   out, g.pixels());
+      }
     }
   });
   return 0;
@@ -118,39 +166,13 @@ int ConvForward(int, void **params, int *, int64_t **shapes, const char **, void
 
 // ConvBackward(dy, x, weight, geometry) -> dx, dweight
 int ConvBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  const float *dy = static_cast<const float *>(params[0]);
-  const float *x = static_cast<const float *>(params[1]);
-  const float *weight = static_cast<const float *>(params[2]);
-  float *dx = static_cast<float *>(params[4]);
-  float *dweight = static_cast<float *>(params[5]);
-  const Geometry g = ReadGeometry(params + 1, shapes + 1, 1);  // x, weight, geometry follow dy
-  const int64_t weight_size = g.out_channels * g.rows();
-  const int64_t spans = NumSpans(g.batch, SampleWork(g));
-  std::vector<float> span_dweight(spans * weight_size);
-  ParallelFor(spans, g.batch * SampleWork(g), [&](int64_t span) {
-    std::vector<float> cols(g.direct() ? 0 : g.rows() * g.pixels());
-    std::vector<float> dcols(g.direct() ? 0 : g.rows() * g.pixels());
-    const int64_t begin = g.batch * span / spans, end = g.batch * (span + 1) / spans;
-    for (int64_t b = begin; b < end; ++b) {
-      const float *sample = x + b * g.channels * g.height * g.width;
-      const float *grad = dy + b * g.out_channels * g.pixels();
-      float *grad_in = dx + b * g.channels * g.height * g.width;
-      if (!g.direct()) Im2Col(sample, g, cols.data());
-      // dweight (O, rows) += dy_b (O, pixels) @ cols_b^T
-      dnnl_sgemm('N', 'T', g.out_channels, g.rows(), g.pixels(), 1.0f, grad, g.pixels(),
-                 g.direct() ? sample : cols.data(), g.pixels(), b == begin ? 0.0f : 1.0f,
-                 span_dweight.data() + span * weight_size, g.rows());
-      // dcols_b (rows, pixels) = weight^T @ dy_b, folded back into the image
-      dnnl_sgemm('T', 'N', g.rows(), g.pixels(), g.out_channels, 1.0f, weight, g.rows(), grad, g.pixels(), 0.0f,
-                 g.direct() ? grad_in : dcols.data(), g.pixels());
-      if (!g.direct()) Col2Im(dcols.data(), g, grad_in);
-    }
-  });
-  ParallelFor(weight_size, spans, [&](int64_t i) {
-    float sum = 0.0f;
-    for (int64_t span = 0; span < spans; ++span) sum += span_dweight[span * weight_size + i];
-    dweight[i] = sum;
-  });
+  Backward(params, shapes, static_cast<float *>(params[4]), static_cast<float *>(params[5]));
+  return 0;
+}
+
+// ConvWeightBackward(dy, x, weight, geometry) -> dweight, for inputs that need no gradient (images)
+int ConvWeightBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  Backward(params, shapes, nullptr, static_cast<float *>(params[4]));
   return 0;
 }
 

@@ -1,5 +1,6 @@
-// Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax,
-// bias addition, LayerNorm and GroupNorm, forward and backward, parallel over rows / groups.
+// Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
+// an additive bias), bias addition, row means, LayerNorm and GroupNorm, forward and backward, parallel over
+// rows / groups.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -14,6 +15,7 @@
 namespace {
 
 constexpr int64_t kRowsPerBlock = 64;
+constexpr int64_t kElementsPerBlock = 1 << 16;
 
 int64_t NumElements(int ndim, const int64_t *shape) {
   int64_t n = 1;
@@ -69,6 +71,22 @@ void SumBlocks(const float *parts, int64_t blocks, int64_t dim, float *out) {
   });
 }
 
+// softmax of one row of logits, in place
+void SoftmaxInPlace(float *row, int64_t dim) {
+  float max = row[0];
+#pragma omp simd reduction(max : max)
+  for (int64_t j = 0; j < dim; ++j) max = row[j] > max ? row[j] : max;
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < dim; ++j) {
+    row[j] = FastExp(row[j] - max);
+    sum += row[j];
+  }
+  const float inverse = 1.0f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < dim; ++j) row[j] *= inverse;
+}
+
 void GeluForwardSpan(const float *__restrict x, float *__restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     float gauss;
@@ -114,20 +132,9 @@ int SoftmaxForward(int, void **params, int *ndims, int64_t **shapes, const char 
   const float *x = static_cast<const float *>(params[0]);
   float *y = static_cast<float *>(params[1]);
   ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
-    const float *in = x + row * dim;
     float *out = y + row * dim;
-    float max = in[0];
-#pragma omp simd reduction(max : max)
-    for (int64_t j = 0; j < dim; ++j) max = in[j] > max ? in[j] : max;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < dim; ++j) {
-      out[j] = FastExp(in[j] - max);
-      sum += out[j];
-    }
-    const float inverse = 1.0f / sum;
-#pragma omp simd
-    for (int64_t j = 0; j < dim; ++j) out[j] *= inverse;
+    std::copy(x + row * dim, x + (row + 1) * dim, out);
+    SoftmaxInPlace(out, dim);
   });
   return 0;
 }
@@ -146,6 +153,34 @@ int SoftmaxBackward(int, void **params, int *ndims, int64_t **shapes, const char
 #pragma omp simd
     for (int64_t j = 0; j < dim; ++j) grad_in[j] = out[j] * (grad[j] - dot);
   });
+  return 0;
+}
+
+// SoftmaxBiasForward(x (..., D), bias) -> y = softmax(x + bias) over the last dimension, bias (e.g. BEiT's
+// relative position bias, (heads, N, N)) matching x's trailing dimensions and repeated over its leading ones
+int SoftmaxBiasForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *bias = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const int64_t bias_size = NumElements(ndims[1], shapes[1]);
+  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
+    const float *in = x + row * dim, *add = bias + row * dim % bias_size;
+    float *out = y + row * dim;
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) out[j] = in[j] + add[j];
+    SoftmaxInPlace(out, dim);
+  });
+  return 0;
+}
+
+// SoftmaxBiasBackward(dy, y, bias) -> dx (SoftmaxBackward's), dbias = dx summed over the repeats of bias
+int SoftmaxBiasBackward(int, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                        void *extra) {
+  void *softmax_params[] = {params[0], params[1], params[3]};
+  SoftmaxBackward(3, softmax_params, ndims, shapes, dtypes, stream, extra);
+  const float *dx = static_cast<const float *>(params[3]);
+  const int64_t bias_size = NumElements(ndims[2], shapes[2]);
+  SumBlocks(dx, NumElements(ndims[0], shapes[0]) / bias_size, bias_size, static_cast<float *>(params[4]));
   return 0;
 }
 
@@ -171,6 +206,26 @@ int RowMeanBackward(int, void **params, int *ndims, int64_t **shapes, const char
 #pragma omp simd
     for (int64_t j = 0; j < dim; ++j) dx[row * dim + j] = value;
   });
+  return 0;
+}
+
+// SquaredSum(x) -> (1): the sum of x's squares, accumulated in double (a gradient's share of the global norm)
+int SquaredSum(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const int64_t n = NumElements(ndims[0], shapes[0]);
+  const int64_t blocks = (n + kElementsPerBlock - 1) / kElementsPerBlock;
+  std::vector<double> block_sums(blocks);
+  ParallelFor(blocks, kElementsPerBlock, [&](int64_t block) {
+    const float *in = x + block * kElementsPerBlock;
+    const int64_t size = std::min(kElementsPerBlock, n - block * kElementsPerBlock);
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < size; ++i) sum += static_cast<double>(in[i]) * in[i];
+    block_sums[block] = sum;
+  });
+  double total = 0.0;
+  for (double sum : block_sums) total += sum;
+  *static_cast<float *>(params[1]) = static_cast<float>(total);
   return 0;
 }
 
