@@ -93,6 +93,47 @@ void Col2Im(const float *cols, const Geometry &g, float *dx) {
   }
 }
 
+// rows (pixels, rows()) of one sample, Im2Col's matrix transposed: a ViT's patches, one per row
+void Im2Row(const float *x, const Geometry &g, float *out) {
+  for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    for (int64_t ow = 0; ow < g.out_w; ++ow) {
+      float *row = out + (oh * g.out_w + ow) * g.rows();
+      for (int64_t c = 0; c < g.channels; ++c) {
+        for (int64_t i = 0; i < g.kernel_h; ++i) {
+          const int64_t ih = oh * g.stride_h - g.pad_h + i;
+          float *part = row + (c * g.kernel_h + i) * g.kernel_w;
+          for (int64_t j = 0; j < g.kernel_w; ++j) {
+            const int64_t iw = ow * g.stride_w - g.pad_w + j;
+            const bool inside = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;
+            part[j] = inside ? x[(c * g.height + ih) * g.width + iw] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+// dx of one sample from Im2Row's layout: its transpose, summing where windows overlap
+void Row2Im(const float *rows, const Geometry &g, float *dx) {
+  std::fill(dx, dx + g.channels * g.height * g.width, 0.0f);
+  for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    for (int64_t ow = 0; ow < g.out_w; ++ow) {
+      const float *row = rows + (oh * g.out_w + ow) * g.rows();
+      for (int64_t c = 0; c < g.channels; ++c) {
+        for (int64_t i = 0; i < g.kernel_h; ++i) {
+          const int64_t ih = oh * g.stride_h - g.pad_h + i;
+          if (ih < 0 || ih >= g.height) continue;
+          for (int64_t j = 0; j < g.kernel_w; ++j) {
+            const int64_t iw = ow * g.stride_w - g.pad_w + j;
+            if (iw < 0 || iw >= g.width) continue;
+            dx[(c * g.height + ih) * g.width + iw] += row[(c * g.kernel_h + i) * g.kernel_w + j];
+          }
+        }
+      }
+    }
+  }
+}
+
 // multiply-adds of one sample's convolution: how much work ParallelRanges shares out
 int64_t SampleWork(const Geometry &g) { return g.out_channels * g.rows() * g.pixels(); }
 
@@ -105,25 +146,40 @@ void Backward(void **params, int64_t **shapes, float *dx, float *dweight) {
   const int64_t weight_size = g.out_channels * g.rows();
   const int64_t spans = NumSpans(g.batch, SampleWork(g));
   std::vector<float> span_dweight(spans * weight_size);
+  const int64_t sample_size = g.channels * g.height * g.width, out_size = g.out_channels * g.pixels();
   ParallelFor(spans, g.batch * SampleWork(g), [&](int64_t span) {
+    const int64_t begin = g.batch * span / spans, end = g.batch * (span + 1) / spans;
+    float *part = span_dweight.data() + span * weight_size;
+    if (g.tokens) {  // the span's patches as one (samples * pixels, rows) matrix, dy as (samples * pixels, O)
+      const int64_t patches = (end - begin) * g.pixels();
+      std::vector<float> matrix(patches * g.rows());
+      for (int64_t b = begin; b < end; ++b) {
+        Im2Row(x + b * sample_size, g, matrix.data() + (b - begin) * g.pixels() * g.rows());
+      }
+      const float *grad = dy + begin * out_size;
+      dnnl_sgemm('T', 'N', g.out_channels, g.rows(), patches, 1.0f, grad, g.out_channels, matrix.data(), g.rows(),
+                 0.0f, part, g.rows());
+      if (!dx) return;
+      dnnl_sgemm('N', 'N', patches, g.rows(), g.out_channels, 1.0f, grad, g.out_channels, weight, g.rows(), 0.0f,
+                 matrix.data(), g.rows());
+      for (int64_t b = begin; b < end; ++b) {
+        Row2Im(matrix.data() + (b - begin) * g.pixels() * g.rows(), g, dx + b * sample_size);
+      }
+      return;
+    }
     std::vector<float> cols(g.direct() ? 0 : g.rows() * g.pixels());
     std::vector<float> dcols(g.direct() || !dx ? 0 : g.rows() * g.pixels());
-    const int64_t begin = g.batch * span / spans, end = g.batch * (span + 1) / spans;
     for (int64_t b = begin; b < end; ++b) {
-      const float *sample = x + b * g.channels * g.height * g.width;
-      const float *grad = dy + b * g.out_channels * g.pixels();
+      const float *sample = x + b * sample_size;
+      const float *grad = dy + b * out_size;
       if (!g.direct()) Im2Col(sample, g, cols.data());
-      // dy_b as an (O, pixels) matrix: itself, or the transpose of the tokens' (pixels, O)
-      const char grad_op = g.tokens ? 'T' : 'N';
-      const int64_t grad_ld = g.tokens ? g.out_channels : g.pixels();
-      // dweight (O, rows) += dy_b @ cols_b^T
-      dnnl_sgemm(grad_op, 'T', g.out_channels, g.rows(), g.pixels(), 1.0f, grad, grad_ld,
-                 g.direct() ? sample : cols.data(), g.pixels(), b == begin ? 0.0f : 1.0f,
-                 span_dweight.data() + span * weight_size, g.rows());
+      // dweight (O, rows) += dy_b (O, pixels) @ cols_b^T
+      dnnl_sgemm('N', 'T', g.out_channels, g.rows(), g.pixels(), 1.0f, grad, g.pixels(),
+                 g.direct() ? sample : cols.data(), g.pixels(), b == begin ? 0.0f : 1.0f, part, g.rows());
       if (!dx) continue;
       // dcols_b (rows, pixels) = weight^T @ dy_b, folded back into the image
-      float *grad_in = dx + b * g.channels * g.height * g.width;
-      dnnl_sgemm('T', grad_op, g.rows(), g.pixels(), g.out_channels, 1.0f, weight, g.rows(), grad, grad_ld, 0.0f,
+      float *grad_in = dx + b * sample_size;
+      dnnl_sgemm('T', 'N', g.rows(), g.pixels(), g.out_channels, 1.0f, weight, g.rows(), grad, g.pixels(), 0.0f,
                  g.direct() ? grad_in : dcols.data(), g.pixels());
       if (!g.direct()) Col2Im(dcols.data(), g, grad_in);
     }
@@ -145,20 +201,25 @@ int ConvForward(int, void **params, int *, int64_t **shapes, const char **, void
   const float *weight = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[3]);
   const Geometry g = ReadGeometry(params, shapes, 1);
+  const int64_t sample_size = g.channels * g.height * g.width, out_size = g.out_channels * g.pixels();
   ParallelRanges(g.batch, SampleWork(g), [&](int64_t begin, int64_t end) {
+    if (g.tokens) {  // y (samples * pixels, O) = the span's patches (samples * pixels, rows) @ weight^T
+      const int64_t patches = (end - begin) * g.pixels();
+      std::vector<float> matrix(patches * g.rows());
+      for (int64_t b = begin; b < end; ++b) {
+        Im2Row(x + b * sample_size, g, matrix.data() + (b - begin) * g.pixels() * g.rows());
+      }
+      dnnl_sgemm('N', 'T', patches, g.out_channels, g.rows(), 1.0f, matrix.data(), g.rows(), weight, g.rows(), 0.0f,
+                 y + begin * out_size, g.out_channels);
+      return;
+    }
     std::vector<float> cols(g.direct() ? 0 : g.rows() * g.pixels());
     for (int64_t b = begin; b < end; ++b) {
-      const float *sample = x + b * g.channels * g.height * g.width;
+      const float *sample = x + b * sample_size;
       if (!g.direct()) Im2Col(sample, g, cols.data());
-      const float *matrix = g.direct() ? sample : cols.data();
-      float *out = y + b * g.out_channels * g.pixels();
-      if (g.tokens) {  // out (pixels, O) = cols^T @ weight^T
-        dnnl_sgemm('T', 'T', g.pixels(), g.out_channels, g.rows(), 1.0f, matrix, g.pixels(), weight, g.rows(), 0.0f,
-                   out, g.out_channels);
-      } else {  // out (O, pixels) = weight @ cols
-        dnnl_sgemm('N', 'N', g.out_channels, g.pixels(), g.rows(), 1.0f, weight, g.rows(), matrix, g.pixels(), 0.0f,
-                   out, g.pixels());
-      }
+      // y_b (O, pixels) = weight @ cols_b
+      dnnl_sgemm('N', 'N', g.out_channels, g.pixels(), g.rows(), 1.0f, weight, g.rows(),
+                 g.direct() ? sample : cols.data(), g.pixels(), 0.0f, y + b * out_size, g.pixels());
     }
   });
   return 0;
