@@ -5,13 +5,7 @@ from mindspore import nn, ops
 from src.models.cpu_kernels import squared_sum_op
 from src.trainers.ema import EMA
 
-_unscale = ops.MultitypeFuncGraph("unscale")
 _scale = ops.MultitypeFuncGraph("scale")
-
-
-@_unscale.register("Tensor", "Tensor")
-def _unscale_tensor(scale, grad):
-    return grad * ops.reciprocal(scale).astype(grad.dtype)
 
 
 @_scale.register("Tensor", "Tensor")
@@ -60,7 +54,7 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
         scale = self.scale_sense
         sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
-        grads = self.hyper_map(ops.partial(_unscale, scale), grads)
+        grads = self.hyper_map(ops.partial(_scale, ops.reciprocal(scale)), grads)
         grads = self.grad_reducer(grads)
         global_norm = ops.sqrt(ops.stack([self.squared_sum(grad) for grad in grads]).sum())
         overflow = self.process_loss_scale(self.gradients_overflow(global_norm))
