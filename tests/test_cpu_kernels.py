@@ -180,26 +180,14 @@ def test_a_convolution_without_input_gradient_gives_zeros_and_the_weight_gradien
     assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
 
 
-class TokensConvolution(nn.Cell):
-    """The fused convolution writing (B, OH * OW, O) tokens."""
-
-    def __init__(self, weight, stride, padding):
-        super().__init__()
-        self.weight = ms.Parameter(ms.Tensor(weight), name="weight")
-        self.convolve = cpu_kernels.convolution_op((stride, stride), (padding, padding), tokens=True)
-        self.geometry = ms.Tensor([stride, stride, padding, padding, 1], ms.int32)
-
-    def construct(self, x):
-        return self.convolve(x, self.weight, self.geometry)
-
-
 @pytest.mark.parametrize("kernel, stride, padding", [(4, 4, 0), (3, 2, 1), (1, 1, 0)])
 def test_a_convolution_writing_tokens_matches_torch(kernel, stride, padding):
-    weight = sample((6, 5, kernel, kernel), seed=1, scale=0.3, offset=0.0)
+    conv = Conv2d(5, 6, kernel, stride=stride, pad_mode="pad" if padding else "valid", padding=padding, tokens=True)
+    assert conv.fused_conv is not None
     reference = torch.nn.Conv2d(5, 6, kernel, stride=stride, padding=padding, bias=False)
-    reference.weight.data = torch.tensor(weight)
+    reference.weight.data = torch.tensor(conv.weight.asnumpy())
     x = sample((3, 5, 12, 12))
-    out, grad, params = ours_with_gradients(TokensConvolution(weight, stride, padding), x)
+    out, grad, params = ours_with_gradients(conv, x)
     ref_out, ref_grad, (ref_weight,) = torch_with_gradients(lambda t: reference(t).flatten(2).transpose(1, 2), x,
                                                             reference.parameters())
     assert_close(out, ref_out, atol=1e-4)
@@ -212,13 +200,14 @@ def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(monkeypat
 
     def cells():
         return [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU(),
-                BiasedSoftmaxOf(bias)]
+                BiasedSoftmaxOf(bias), Conv2d(32, 8, 2, stride=2, pad_mode="valid", tokens=True)]
     fused = cells()
     monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
     native = cells()
     assert not native[0].fused and native[1].fused_conv is None and native[1].as_matmul and not native[2].fused
-    assert not native[3].softmax.fused
+    assert not native[3].softmax.fused and native[4].fused_conv is None
     native[1].weight.set_data(fused[1].weight.value())
+    native[4].weight.set_data(fused[4].weight.value())
     for mine, theirs in zip(fused, native):
         out, grad, params = ours_with_gradients(mine, x)
         ref_out, ref_grad, ref_params = ours_with_gradients(theirs, x)

@@ -27,24 +27,31 @@ def _symmetric_padding(conv):
 class Conv2d(nn.Conv2d):
     """nn.Conv2d computed by the fused CPU kernels (or unfold + matmul) on the CPU where it has one group, no
     dilation and "pad" / "valid" padding; same parameters and names as nn.Conv2d. `input_grad=False` (for
-    images) spares the fused backward the input's gradient: it gives zeros."""
+    images) spares the fused backward the input's gradient: it gives zeros. `tokens=True` gives (B, OH * OW,
+    O), a ViT's patch tokens, which the fused kernel writes directly."""
 
-    def __init__(self, *args, input_grad=True, **kwargs):
+    def __init__(self, *args, input_grad=True, tokens=False, **kwargs):
         super().__init__(*args, **kwargs)
         padding = _symmetric_padding(self)
         rewrite = (ms.get_context("device_target") == "CPU" and padding is not None and self.group == 1
                    and self.dilation == (1, 1))
-        self.fused_conv = convolution_op(self.stride, padding, input_grad) if rewrite else None
-        self.geometry = ms.Tensor([*self.stride, *(padding or (0, 0)), 0], ms.int32)
+        self.fused_conv = convolution_op(self.stride, padding, input_grad, tokens) if rewrite else None
+        self.geometry = ms.Tensor([*self.stride, *(padding or (0, 0)), int(tokens)], ms.int32)
         self.padding_hw = padding
+        self.tokens = tokens
         self.as_matmul = (rewrite and self.fused_conv is None
                           and (self.kernel_size != (1, 1) or self.stride != (1, 1)))
 
     def convolve(self, x, weight):
+        """x convolved with `weight`, without the bias: (B, O, OH, OW), or (B, OH * OW, O) with `tokens`."""
         if self.fused_conv is not None and x.dtype == ms.float32:
             return self.fused_conv(x, weight, self.geometry)
-        if not self.as_matmul:
-            return self.conv2d(x, weight)
+        out = self.unfold_matmul(x, weight) if self.as_matmul else self.conv2d(x, weight)
+        if self.tokens:
+            return out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 2, 1)
+        return out
+
+    def unfold_matmul(self, x, weight):
         out_channels = weight.shape[0]
         batch, _, height, width = x.shape
         (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding_hw
@@ -57,5 +64,5 @@ class Conv2d(nn.Conv2d):
     def construct(self, x):
         out = self.convolve(x, self.weight)
         if self.has_bias:
-            out = self.bias_add(out, self.bias)
+            out = out + self.bias if self.tokens else self.bias_add(out, self.bias)
         return out

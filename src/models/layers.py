@@ -14,7 +14,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Constant, TruncatedNormal, Zero, initializer
 
 from src.models.conv import Conv2d
-from src.models.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, Softmax, convolution_op
+from src.models.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, Softmax
 
 
 def trunc_normal(shape, std=0.02):
@@ -32,9 +32,9 @@ def layer_norm(dim, eps=1e-6):
 
 
 class PatchEmbed(nn.Cell):
-    """Image -> (B, num_patches, embed_dim) with a patch-sized, patch-strided convolution. On the CPU a fused
-    kernel writes the tokens directly (MindSpore's CPU convolution is ~60x slower at 16x16 / stride 16, and
-    the transpose to tokens took 4-8 ms of a tiny BEiT's 110 ms inference); elsewhere the native one."""
+    """Image -> (B, num_patches, embed_dim) with a patch-sized, patch-strided convolution (conv.py's: on the
+    CPU a fused kernel writing the tokens directly, where MindSpore's CPU convolution is ~60x slower at
+    16x16 / stride 16 and the transpose to tokens took 4-8 ms of a tiny BEiT's 110 ms inference)."""
 
     def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
         super().__init__()
@@ -42,19 +42,12 @@ class PatchEmbed(nn.Cell):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.patch_size = patch_size
         self.proj = Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True,
-                           weight_init=TruncatedNormal(0.02), bias_init="zeros", input_grad=False)
-        self.fused_tokens = convolution_op(self.proj.stride, (0, 0), input_grad=False, tokens=True)
-        self.geometry = ms.Tensor([*self.proj.stride, 0, 0, 1], ms.int32)
+                           weight_init=TruncatedNormal(0.02), bias_init="zeros", input_grad=False, tokens=True)
         self.bias_add = BiasAdd()
 
     def construct(self, x):
         x = ops.stop_gradient(x)  # images: no gradient to compute
-        weight = self.proj.weight.astype(x.dtype)
-        if self.fused_tokens is not None and x.dtype == ms.float32:
-            tokens = self.fused_tokens(x, weight, self.geometry)
-        else:
-            out = self.proj.convolve(x, weight)  # (B, D, h, w)
-            tokens = out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 2, 1)
+        tokens = self.proj.convolve(x, self.proj.weight.astype(x.dtype))
         # the bias after the tokens are formed: the fused addition sums its gradient in one pass
         return self.bias_add(tokens, self.proj.bias.astype(x.dtype))
 
