@@ -274,8 +274,8 @@ class LayerNorm(nn.LayerNorm):
 class Standardize(nn.Cell):
     """(x - mean) / sqrt(var + eps) over the trailing dimensions `normalized_shape`, with the biased var or
     torch's unbiased one: BiT's weight standardisation (over all but a weight's first dimension), MAE's
-    normalised pixel targets (over the last). The weights are not reshaped: in a data-parallel graph,
-    MindSpore's gradients of a reshaped parameter drifted from the single-process ones (tests/test_distributed)."""
+    normalised pixel targets (over the last). The fused path is LayerNorm's kernel, which normalises as many
+    trailing elements as its constant scale has, so no reshape is needed."""
 
     def __init__(self, normalized_shape, eps, unbiased=False):
         super().__init__()
