@@ -16,12 +16,13 @@ def _scale_tensor(factor, grad):
 class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
     """One optimizer step with options rather than one class per combination.
 
-    Order: scaled backward -> unscale -> gradient all-reduce -> overflow check -> global-norm
+    Order: scaled backward -> gradient all-reduce -> overflow check -> unscale and global-norm
     clip -> optimizer -> EMA. On overflow (a non-finite gradient) the step is skipped, and a
-    dynamic loss scale is lowered. The overflow check is whether the gradients' global norm is
-    finite (the stock NPU/GPU status ops do not exist on the CPU, and `isfinite` over every
-    gradient took ~10% of a CPU step); the clip reuses that norm. A finite gradient too large to
-    square in float32 (> 1e19) also counts as an overflow. Returns (loss, overflow, loss scale).
+    dynamic loss scale is lowered. The overflow check is whether the scaled gradients' global norm
+    is finite (the stock NPU/GPU status ops do not exist on the CPU, and `isfinite` over every
+    gradient took ~10% of a CPU step); the clip reuses that norm, divided by the scale, and the
+    unscale and the clip are one multiplication of each gradient. Scaled gradients too large to
+    square in float32 (a norm > 1e19) also count as an overflow. Returns (loss, overflow, loss scale).
 
     `scale_sense`: a Tensor for a fixed loss scale, or `nn.DynamicLossScaleUpdateCell`.
     """
@@ -54,14 +55,15 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
         scale = self.scale_sense
         sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
         grads = self.grad(self.network, self.weights)(*inputs, sens)
-        grads = self.hyper_map(ops.partial(_scale, ops.reciprocal(scale)), grads)
         grads = self.grad_reducer(grads)
-        global_norm = ops.sqrt(ops.stack([self.squared_sum(grad) for grad in grads]).sum())
-        overflow = self.process_loss_scale(self.gradients_overflow(global_norm))
+        scaled_norm = ops.sqrt(ops.stack([self.squared_sum(grad) for grad in grads]).sum())
+        overflow = self.process_loss_scale(self.gradients_overflow(scaled_norm))
         if not overflow:
+            factor = ops.reciprocal(scale.astype(ms.float32))
             if self.use_clip:
-                factor = self.clip_global_norm / ops.maximum(global_norm, self.clip_global_norm)
-                grads = self.hyper_map(ops.partial(_scale, factor), grads)
+                global_norm = scaled_norm * factor
+                factor = factor * self.clip_global_norm / ops.maximum(global_norm, self.clip_global_norm)
+            grads = self.hyper_map(ops.partial(_scale, factor), grads)
             loss = ops.depend(loss, self.optimizer(grads))
             if self.use_ema:
                 loss = ops.depend(loss, self.ema())

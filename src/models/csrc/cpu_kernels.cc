@@ -1,6 +1,6 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
-// an additive bias), bias addition, row means, LayerNorm and GroupNorm, forward and backward, parallel over
-// rows / groups.
+// an additive bias), bias addition, row means, LayerNorm and GroupNorm (also with ReLU), forward and backward,
+// parallel over rows / groups; squared sums and the EMA update for the train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -229,6 +229,20 @@ int SquaredSum(int, void **params, int *ndims, int64_t **shapes, const char **, 
   return 0;
 }
 
+// EmaUpdate(ema, weight, decay (a scalar)) -> decay * ema + (1 - decay) * weight, in one pass (MindSpore's
+// CPU ops take three)
+int EmaUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *ema = static_cast<const float *>(params[0]);
+  const float *weight = static_cast<const float *>(params[1]);
+  const float decay = *static_cast<const float *>(params[2]);
+  float *out = static_cast<float *>(params[3]);
+  ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) out[i] = decay * ema[i] + (1.0f - decay) * weight[i];
+  });
+  return 0;
+}
+
 // BiasAddForward(x (rows, D), bias (D)) -> y = x + bias
 int BiasAddForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   const float *x = static_cast<const float *>(params[0]);
@@ -338,8 +352,13 @@ int LayerNormBackward(int, void **params, int *ndims, int64_t **shapes, const ch
   return 0;
 }
 
-// GroupNormForward(x (B, G, C / G, S), gamma (C), beta (C), eps (1)) -> y, mean (B, G), rstd (B, G)
-int GroupNormForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+}  // extern "C"
+
+namespace {
+
+// GroupNorm of x (B, G, C / G, S), then ReLU when `relu`: y, mean (B, G), rstd (B, G). The statistics take
+// one pass (sums of x and x^2 in double, which keeps E[x^2] - mean^2 exact enough for float32 data).
+void GroupNormForwardImpl(void **params, int64_t **shapes, bool relu) {
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]);
   const float *beta = static_cast<const float *>(params[2]);
@@ -349,41 +368,44 @@ int GroupNormForward(int, void **params, int *, int64_t **shapes, const char **,
   float *rstd_out = static_cast<float *>(params[6]);
   const int64_t groups = shapes[0][1], group_channels = shapes[0][2], spatial = shapes[0][3];
   const int64_t size = group_channels * spatial;
+  const float floor = relu ? 0.0f : -INFINITY;
   ParallelFor(shapes[0][0] * groups, size, [&](int64_t index) {
     const float *in = x + index * size;
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < size; ++i) sum += in[i];
-    const float mean = static_cast<float>(sum / size);
-    double squares = 0.0;
-#pragma omp simd reduction(+ : squares)
-    for (int64_t i = 0; i < size; ++i) squares += (in[i] - mean) * (in[i] - mean);
-    const float rstd = static_cast<float>(1.0 / std::sqrt(squares / size + eps));
+    double sum = 0.0, squares = 0.0;
+#pragma omp simd reduction(+ : sum, squares)
+    for (int64_t i = 0; i < size; ++i) {
+      sum += in[i];
+      squares += static_cast<double>(in[i]) * in[i];
+    }
+    const double mean = sum / size;
+    const double var = std::max(squares / size - mean * mean, 0.0);
+    const float rstd = static_cast<float>(1.0 / std::sqrt(var + eps));
     const int64_t first_channel = (index % groups) * group_channels;
     for (int64_t k = 0; k < group_channels; ++k) {
       const float scale = rstd * gamma[first_channel + k];
-      const float shift = beta[first_channel + k] - mean * scale;
+      const float shift = beta[first_channel + k] - static_cast<float>(mean) * scale;
       const float *in_channel = in + k * spatial;
       float *out_channel = y + index * size + k * spatial;
 #pragma omp simd
-      for (int64_t s = 0; s < spatial; ++s) out_channel[s] = in_channel[s] * scale + shift;
+      for (int64_t s = 0; s < spatial; ++s) out_channel[s] = std::max(in_channel[s] * scale + shift, floor);
     }
-    mean_out[index] = mean;
+    mean_out[index] = static_cast<float>(mean);
     rstd_out[index] = rstd;
   });
-  return 0;
 }
 
-// GroupNormBackward(dy, x, mean, rstd, gamma) -> dx, dgamma, dbeta (x, dy as in the forward)
-int GroupNormBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+// dx, dgamma, dbeta of GroupNorm from dy, x, mean, rstd, gamma (params[0..4]); with `relu`, of GroupNorm +
+// ReLU, whose output is params[5] (dy counts where it is positive)
+void GroupNormBackwardImpl(void **params, int64_t **shapes, bool relu) {
   const float *dy = static_cast<const float *>(params[0]);
   const float *x = static_cast<const float *>(params[1]);
   const float *mean = static_cast<const float *>(params[2]);
   const float *rstd = static_cast<const float *>(params[3]);
   const float *gamma = static_cast<const float *>(params[4]);
-  float *dx = static_cast<float *>(params[5]);
-  float *dgamma = static_cast<float *>(params[6]);
-  float *dbeta = static_cast<float *>(params[7]);
+  const float *y = relu ? static_cast<const float *>(params[5]) : nullptr;
+  float *dx = static_cast<float *>(params[relu ? 6 : 5]);
+  float *dgamma = static_cast<float *>(params[relu ? 7 : 6]);
+  float *dbeta = static_cast<float *>(params[relu ? 8 : 7]);
   const int64_t batch = shapes[0][0], groups = shapes[0][1], group_channels = shapes[0][2];
   const int64_t spatial = shapes[0][3];
   const int64_t size = group_channels * spatial;
@@ -393,10 +415,19 @@ int GroupNormBackward(int, void **params, int *, int64_t **shapes, const char **
   ParallelFor(batch * groups, size, [&](int64_t index) {
     const int64_t sample = index / groups, first_channel = (index % groups) * group_channels;
     const float mu = mean[index], r = rstd[index];
+    // dy through the ReLU: dy where the output is positive, else 0
+    std::vector<float> masked(relu ? size : 0);
+    const float *grads = dy + index * size;
+    if (relu) {
+      const float *out = y + index * size;
+#pragma omp simd
+      for (int64_t i = 0; i < size; ++i) masked[i] = out[i] > 0.0f ? grads[i] : 0.0f;
+      grads = masked.data();
+    }
     double sum_g = 0.0, sum_gx = 0.0;
     for (int64_t k = 0; k < group_channels; ++k) {
       const float *in = x + index * size + k * spatial;
-      const float *grad = dy + index * size + k * spatial;
+      const float *grad = grads + k * spatial;
       double sum_dy = 0.0, sum_dy_x = 0.0;
 #pragma omp simd reduction(+ : sum_dy, sum_dy_x)
       for (int64_t s = 0; s < spatial; ++s) {
@@ -413,7 +444,7 @@ int GroupNormBackward(int, void **params, int *, int64_t **shapes, const char **
     const float mean_g = static_cast<float>(sum_g / size), mean_gx = static_cast<float>(sum_gx / size);
     for (int64_t k = 0; k < group_channels; ++k) {
       const float *in = x + index * size + k * spatial;
-      const float *grad = dy + index * size + k * spatial;
+      const float *grad = grads + k * spatial;
       float *grad_in = dx + index * size + k * spatial;
       const float g = gamma[first_channel + k];
 #pragma omp simd
@@ -424,6 +455,33 @@ int GroupNormBackward(int, void **params, int *, int64_t **shapes, const char **
   });
   SumBlocks(sample_dgamma.data(), batch, channels, dgamma);
   SumBlocks(sample_dbeta.data(), batch, channels, dbeta);
+}
+
+}  // namespace
+
+extern "C" {
+
+// GroupNormForward(x (B, G, C / G, S), gamma (C), beta (C), eps (1)) -> y, mean (B, G), rstd (B, G)
+int GroupNormForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  GroupNormForwardImpl(params, shapes, false);
+  return 0;
+}
+
+// GroupNormBackward(dy, x, mean, rstd, gamma) -> dx, dgamma, dbeta (x, dy as in the forward)
+int GroupNormBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  GroupNormBackwardImpl(params, shapes, false);
+  return 0;
+}
+
+// GroupNormReluForward(x, gamma, beta, eps) -> relu(GroupNorm), mean, rstd (as GroupNormForward)
+int GroupNormReluForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  GroupNormForwardImpl(params, shapes, true);
+  return 0;
+}
+
+// GroupNormReluBackward(dy, x, mean, rstd, gamma, y) -> dx, dgamma, dbeta; y: the forward's output
+int GroupNormReluBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  GroupNormBackwardImpl(params, shapes, true);
   return 0;
 }
 

@@ -1,0 +1,81 @@
+// The parts of oneDNN's (v3) C API that cpu_conv_kernels.cc uses, declared here because MindSpore ships its
+// libdnnl.so.3 without headers. Handles are opaque; enum values are those of oneapi/dnnl/dnnl_types.h.
+#ifndef SRC_MODELS_CSRC_ONEDNN_H_
+#define SRC_MODELS_CSRC_ONEDNN_H_
+
+#include <cstddef>
+#include <cstdint>
+
+extern "C" {
+struct dnnl_engine;
+struct dnnl_stream;
+struct dnnl_memory_desc;
+struct dnnl_memory;
+struct dnnl_primitive_desc;
+struct dnnl_primitive;
+struct dnnl_primitive_attr;
+struct dnnl_exec_arg_t {
+  int arg;
+  dnnl_memory *memory;
+};
+int dnnl_engine_create(dnnl_engine **engine, int kind, size_t index);
+int dnnl_stream_create(dnnl_stream **stream, dnnl_engine *engine, unsigned flags);
+int dnnl_stream_destroy(dnnl_stream *stream);
+int dnnl_stream_wait(dnnl_stream *stream);
+int dnnl_memory_desc_create_with_strides(dnnl_memory_desc **md, int ndims, const int64_t *dims, int data_type,
+                                         const int64_t *strides);
+int dnnl_memory_desc_create_with_tag(dnnl_memory_desc **md, int ndims, const int64_t *dims, int data_type, int tag);
+int dnnl_memory_desc_destroy(dnnl_memory_desc *md);
+int dnnl_memory_desc_equal(const dnnl_memory_desc *lhs, const dnnl_memory_desc *rhs);
+size_t dnnl_memory_desc_get_size(const dnnl_memory_desc *md);
+int dnnl_memory_create(dnnl_memory **memory, const dnnl_memory_desc *md, dnnl_engine *engine, void *handle);
+int dnnl_memory_destroy(dnnl_memory *memory);
+int dnnl_primitive_attr_create(dnnl_primitive_attr **attr);
+int dnnl_primitive_attr_destroy(dnnl_primitive_attr *attr);
+int dnnl_primitive_attr_set_scratchpad_mode(dnnl_primitive_attr *attr, int mode);
+int dnnl_convolution_forward_primitive_desc_create(dnnl_primitive_desc **pd, dnnl_engine *engine, int prop_kind,
+                                                   int alg_kind, const dnnl_memory_desc *src,
+                                                   const dnnl_memory_desc *weights, const dnnl_memory_desc *bias,
+                                                   const dnnl_memory_desc *dst, const int64_t *strides,
+                                                   const int64_t *dilates, const int64_t *padding_l,
+                                                   const int64_t *padding_r, const dnnl_primitive_attr *attr);
+int dnnl_convolution_backward_data_primitive_desc_create(dnnl_primitive_desc **pd, dnnl_engine *engine, int alg_kind,
+                                                         const dnnl_memory_desc *diff_src,
+                                                         const dnnl_memory_desc *weights,
+                                                         const dnnl_memory_desc *diff_dst, const int64_t *strides,
+                                                         const int64_t *dilates, const int64_t *padding_l,
+                                                         const int64_t *padding_r, const dnnl_primitive_desc *hint,
+                                                         const dnnl_primitive_attr *attr);
+int dnnl_convolution_backward_weights_primitive_desc_create(
+    dnnl_primitive_desc **pd, dnnl_engine *engine, int alg_kind, const dnnl_memory_desc *src,
+    const dnnl_memory_desc *diff_weights, const dnnl_memory_desc *diff_bias, const dnnl_memory_desc *diff_dst,
+    const int64_t *strides, const int64_t *dilates, const int64_t *padding_l, const int64_t *padding_r,
+    const dnnl_primitive_desc *hint, const dnnl_primitive_attr *attr);
+int dnnl_reorder_primitive_desc_create(dnnl_primitive_desc **pd, const dnnl_memory_desc *src, dnnl_engine *src_engine,
+                                       const dnnl_memory_desc *dst, dnnl_engine *dst_engine,
+                                       const dnnl_primitive_attr *attr);
+const dnnl_memory_desc *dnnl_primitive_desc_query_md(const dnnl_primitive_desc *pd, int what, int index);
+int dnnl_primitive_desc_destroy(dnnl_primitive_desc *pd);
+int dnnl_primitive_create(dnnl_primitive **primitive, const dnnl_primitive_desc *pd);
+int dnnl_primitive_destroy(dnnl_primitive *primitive);
+int dnnl_primitive_execute(const dnnl_primitive *primitive, dnnl_stream *stream, int nargs,
+                           const dnnl_exec_arg_t *args);
+}
+
+namespace onednn {
+constexpr int kCpuEngine = 1;
+constexpr unsigned kInOrderStream = 0x1;
+constexpr int kFloat32 = 3;
+constexpr int kAnyFormat = 1;
+constexpr int kForwardTraining = 64;
+constexpr int kConvolutionDirect = 0x1;
+constexpr int kUserScratchpad = 1;
+// dnnl_query_t: memory descriptors of a primitive descriptor
+constexpr int kQuerySrc = 129, kQueryDiffSrc = 130, kQueryWeights = 131, kQueryDiffWeights = 132;
+constexpr int kQueryDst = 133, kQueryDiffDst = 134, kQueryScratchpad = 136;
+// DNNL_ARG_*: execution arguments (a reorder reads SRC and writes DST)
+constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgScratchpad = 80;
+constexpr int kArgDiffSrc = 129, kArgDiffDst = 145, kArgDiffWeights = 161;
+}  // namespace onednn
+
+#endif  // SRC_MODELS_CSRC_ONEDNN_H_
