@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from mindspore import nn
 
+from src.models import cpu_kernels
 from src.trainers.train_one_step import TrainOneStepCell
 
 ms.set_context(mode=ms.GRAPH_MODE)
@@ -90,9 +91,13 @@ def test_global_norm_clipping_scales_all_gradients_together():
     np.testing.assert_allclose(net.w.asnumpy(), W0 - grads[0], rtol=1e-6)
 
 
-def test_ema_follows_the_weights_and_skips_with_the_step():
+@pytest.mark.parametrize("fused", [True, False])
+def test_ema_follows_the_weights_and_skips_with_the_step(fused, monkeypatch):
+    if not fused:
+        monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
     decay = 0.9
     net, step = make_step(ema=decay, dynamic=True)
+    assert (step.ema.fused_update is not None) == fused
     ema = {"w": W0.copy(), "b": B0.copy()}
     for x in ([[1.0, 2.0, 3.0]], [[-1.0, 0.5, 2.0]], [[np.inf, 0.0, 0.0]], [[0.5, 0.5, 0.5]]):
         step(*inputs(x, [[1.0]]))
