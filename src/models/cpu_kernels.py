@@ -136,7 +136,8 @@ def _normalization_ops(name, stats_shape, relu=False):
                           lambda dy, x, mean, rstd, gamma, *y: (dy, gamma, gamma))
 
     def bprop(x, gamma, beta, eps, out, dout):
-        dx, dgamma, dbeta = backward(dout[0], x, out[1], out[2], gamma, *out[:1 if relu else 0])
+        relu_output = (out[0],) if relu else ()
+        dx, dgamma, dbeta = backward(dout[0], x, out[1], out[2], gamma, *relu_output)
         return dx, dgamma, dbeta, ops.zeros_like(eps)
 
     forward = _custom_op(f"{name}Forward",
