@@ -14,73 +14,14 @@ sizes a variant does not have, e.g. "{num_heads: 2}"). BEiT pretraining checkpoi
 lm_head) convert to the `*_8k_vocab` models; VQ-KD checkpoints lose their teacher.
 """
 import argparse
-import os
 
 import numpy as np
 import yaml
 
-from src.errors import UserInputError, first_line, report_user_errors
+from src.errors import UserInputError, report_user_errors
 from src.models import create_model
-from src.models.beit.convert import convert_dalle_weights, convert_vqkd_weights, is_dalle_state_dict, is_vqkd_state_dict
-from src.models.bit.convert import convert_bit_weights
-from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
 from src.tools.checkpoint import load_weights, save_checkpoint
-
-
-def read_published_weights(path):
-    """{name: numpy array} from a .npz or a PyTorch checkpoint (never executing pickled code)."""
-    if not os.path.isfile(path):
-        raise UserInputError(f"input checkpoint not found: {path}")
-    if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as err:
-            raise UserInputError(f"cannot read {path} as .npz: {err}") from None
-    import torch  # only conversion needs PyTorch
-
-    try:
-        if path.endswith(".pkl"):
-            checkpoint = load_pickled_module(path).state_dict()
-        else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for bad or unsafe files
-        raise UserInputError(f"cannot read {path} as a PyTorch checkpoint: {first_line(err)}") from None
-    for wrapper_key in ("model", "module", "state_dict"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper_key), dict):
-            checkpoint = checkpoint[wrapper_key]
-            break
-    if not isinstance(checkpoint, dict):
-        raise UserInputError(f"{path} holds no state dict")
-    return {key: value.float().numpy() for key, value in checkpoint.items() if isinstance(value, torch.Tensor)}
-
-
-def load_pickled_module(path):
-    """A whole pickled torch module (DALL-E's `encoder.pkl`) without its package: classes of `dall_e`
-    become plain modules holding the parameters; anything outside torch is refused, not executed."""
-    import pickle
-    import types
-
-    import torch
-
-    allowed = {("collections", "OrderedDict"), ("builtins", "object"), ("copyreg", "_reconstructor"),
-               ("builtins", "set")}
-    stubs = {}
-
-    class RestrictedUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            module = "builtins" if module == "__builtin__" else module  # protocol-2 spelling
-            if module == "dall_e" or module.startswith("dall_e."):
-                return stubs.setdefault(name, type(name, (torch.nn.Module,), {}))
-            if module == "torch" or module.startswith("torch.") or (module, name) in allowed:
-                return super().find_class(module, name)
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-    restricted = types.SimpleNamespace(__name__="pickle", Unpickler=RestrictedUnpickler, load=pickle.load)
-    module = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted)
-    if not isinstance(module, torch.nn.Module):
-        raise ValueError("not a pickled torch module")
-    return module
+from src.weights.published import convert_published_weights, published_family, read_published_weights
 
 
 def dalle_arch_kwargs(weights):
@@ -119,7 +60,8 @@ def bit_arch_kwargs(weights):
 @report_user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pth_file", required=True, help="published checkpoint: .pth / .pt / .npz")
+    parser.add_argument("--pth_file", required=True,
+                        help="published checkpoint: .pth / .pt / .bin / .npz / DALL-E's encoder.pkl")
     parser.add_argument("--ckpt_file", required=True, help="MindSpore checkpoint to write")
     parser.add_argument("--arch", default=None, help="the registered model the weights are for")
     parser.add_argument("--img_size", type=int, default=None, help="transformers: target resolution")
@@ -131,31 +73,29 @@ def main(argv=None):
     model_args = args.model_args or {}
 
     published = read_published_weights(args.pth_file)
-    if is_dalle_state_dict(published):
-        weights = convert_dalle_weights(published)
-        network = create_model(args.arch or "dall_e_encoder", **{**dalle_arch_kwargs(weights), **model_args})
-        load_weights(network, weights, args.pth_file)
-    elif is_vqkd_state_dict(published):
-        if not args.arch:
-            raise UserInputError("a VQ-KD checkpoint needs --arch (e.g. vqkd_encoder_base_decoder_3x768x12_clip)")
-        weights = convert_vqkd_weights(published)
-        network = create_model(args.arch, **{**vqkd_arch_kwargs(weights), **model_args})
-        load_weights(network, weights, args.pth_file)
-    elif is_vit_state_dict(published):
+    family = published_family(published)
+    if family == "vit":
         if not args.arch:
             raise UserInputError("a transformer checkpoint needs --arch (e.g. beit_base_patch16_224)")
         head = published.get("head.weight")
         network = create_model(args.arch, img_size=args.img_size,
                                num_classes=None if head is None else head.shape[0], **model_args)
-        weights = convert_vit_weights(published, network, show_progress=True)
+        weights = convert_published_weights(published, network, show_progress=True)
         # a pretraining checkpoint has no classifier: it starts anew
         load_weights(network, weights, args.pth_file, missing_ok=("head.", "fc_norm."))
     else:
-        weights = convert_bit_weights(published, show_progress=True)
-        model_kwargs = bit_arch_kwargs(weights)
-        if args.arch:
-            model_kwargs = {"num_classes": model_kwargs["num_classes"]}
-        network = create_model(args.arch or "bit_m_r50x1", **model_kwargs)
+        if family == "vqkd" and not args.arch:
+            raise UserInputError("a VQ-KD checkpoint needs --arch (e.g. vqkd_encoder_base_decoder_3x768x12_clip)")
+        weights = convert_published_weights(published, network=None, show_progress=True)
+        if family == "dall_e":
+            network = create_model(args.arch or "dall_e_encoder", **{**dalle_arch_kwargs(weights), **model_args})
+        elif family == "vqkd":
+            network = create_model(args.arch, **{**vqkd_arch_kwargs(weights), **model_args})
+        else:
+            model_kwargs = bit_arch_kwargs(weights)
+            if args.arch:
+                model_kwargs = {"num_classes": model_kwargs["num_classes"]}
+            network = create_model(args.arch or "bit_m_r50x1", **model_kwargs)
         load_weights(network, weights, args.pth_file)
     save_checkpoint(network, args.ckpt_file)
     sizes = [int(np.prod(param.shape)) for param in network.get_parameters()]

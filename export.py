@@ -12,8 +12,8 @@ import numpy as np
 from src.args import parse_args
 from src.errors import UserInputError, report_user_errors
 from src.models import cpu_kernels, create_model_from_args
-from src.tools.checkpoint import load_inference_weights
 from src.tools.context import init_context
+from src.weights.pretrained import load_inference_weights
 
 FORMATS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 

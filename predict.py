@@ -18,8 +18,8 @@ from src.data.imagenet import IMAGE_EXTENSIONS, ImageFileSource
 from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
-from src.tools.checkpoint import load_inference_weights
 from src.tools.context import init_context
+from src.weights.pretrained import load_inference_weights
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "data", "info",
                                 "imagenet1k_classes.txt")

@@ -21,8 +21,8 @@ from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
 from src.models.mae.mae import patchify, unpatchify
-from src.tools.checkpoint import load_inference_weights
 from src.tools.context import init_context
+from src.weights.pretrained import load_inference_weights
 
 
 def reconstruction_panels(mae, image, mean, std):

@@ -19,7 +19,7 @@ from src.models import create_model
 from src.models.beit.vqkd import NormEMAVectorQuantizer, kmeans_codebook
 from src.models.vit_convert import convert_vit_weights
 from src.tools.checkpoint import load_checkpoint, load_weights
-from src.trainers.tasks import pretrained_weights
+from src.weights.pretrained import pretrained_weights
 
 REFERENCE = os.path.join(ROOT, "tests", "reference")
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, num_heads=2)

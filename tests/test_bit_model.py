@@ -9,6 +9,7 @@ from timm.models.resnetv2 import _create_resnetv2_bit, _load_weights
 
 from src.models import create_model, list_models
 from src.tools.checkpoint import load_checkpoint, load_weights
+from src.weights.pretrained import load_inference_weights
 
 LAYERS = [1, 2, 1, 1]
 NUM_CLASSES = 7
@@ -99,6 +100,16 @@ def test_converted_weights_give_reference_logits(fmt, reference, images, tmp_pat
     assert result.returncode == 0, result.stderr
     logits = mindspore_logits(ckpt, images)
     assert np.abs(logits - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["timm", "big_transfer", "npz"])
+def test_published_weights_load_without_converting_first(fmt, reference, images, tmp_path):
+    """--pretrained / eval.py take a published file as it is: converted in memory, read without torch."""
+    network = create_model("bit_m_r50x1", num_classes=NUM_CLASSES, layers=LAYERS, width_factor=1)
+    assert load_inference_weights(network, write_published(fmt, reference, tmp_path)) is False
+    network.set_train(False)
+    expected = reference(torch.from_numpy(images)).detach().numpy()
+    assert np.abs(network(ms.Tensor(images)).asnumpy() - expected).max() <= 1e-4
 
 
 def test_other_class_count_drops_only_the_head(reference, tmp_path):

@@ -53,15 +53,6 @@ def network_weights(param_dict, use_ema=False):
     return weights
 
 
-def load_inference_weights(network, path, use_ema=True):
-    """Load a checkpoint's weights for evaluation / prediction: its EMA weights when it has them and
-    `use_ema` is set. Returns whether the EMA weights were used."""
-    checkpoint = load_checkpoint(path)
-    use_ema = use_ema and any(name.startswith(EMA_PREFIX) for name in checkpoint)
-    load_weights(network, network_weights(checkpoint, use_ema=use_ema), path)
-    return use_ema
-
-
 def load_weights(network, weights, source, head_prefixes=(), missing_ok=(), skip=None, log=print):
     """Load {name: array/Parameter} into `network`, checking names and shapes.
 

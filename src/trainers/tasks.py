@@ -14,9 +14,9 @@ from src.models import create_model, create_model_from_args
 from src.models.beit.beit_pretrain import MaskedImageModelingLoss
 from src.models.beit.vqkd import VqkdDistillLoss, init_codebook_with_kmeans
 from src.models.mae.mae import MaePretrainLoss
-from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
-from src.tools.checkpoint import load_checkpoint, load_weights, network_weights
+from src.tools.checkpoint import load_weights
 from src.tools.criterion import create_criterion
+from src.weights.pretrained import pretrained_weights
 
 TASKS = ("classification", "mae_pretrain", "beit_pretrain", "vqkd_train")
 # helper networks are rebuilt from their own files: checkpoints and resumes leave them out
@@ -30,15 +30,6 @@ def check_task(args):
         raise UserInputError("task beit_pretrain needs a tokenizer (dall_e_encoder or a vqkd_* model)")
     if args.task == "vqkd_train" and not args.teacher:
         raise UserInputError("task vqkd_train needs a teacher model (e.g. beit_base_patch16_224)")
-
-
-def pretrained_weights(network, path):
-    """A checkpoint's model weights fitted to `network`: a ViT gets the shared relative position bias of
-    pretraining copied into its per-block tables and position tables resized, as when converting."""
-    weights = {name: value.asnumpy() for name, value in network_weights(load_checkpoint(path)).items()}
-    if hasattr(network, "blocks") and hasattr(network, "patch_embed") and is_vit_state_dict(weights):
-        weights = convert_vit_weights(weights, network)
-    return weights
 
 
 def build_networks(args, log=print):
