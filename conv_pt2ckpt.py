@@ -20,7 +20,8 @@ import yaml
 
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model
-from src.tools.checkpoint import load_weights, save_checkpoint
+from src.weights.checkpoint import save_checkpoint
+from src.weights.loading import load_weights
 from src.weights.published import convert_published_weights, published_family, read_published_weights
 
 
@@ -57,6 +58,13 @@ def bit_arch_kwargs(weights):
     return {"layers": layers, "width_factor": width_factor, "num_classes": weights["head.conv.bias"].shape[0]}
 
 
+# sizes read off the converted weights, per family
+ARCH_KWARGS = {"dall_e": dalle_arch_kwargs, "vqkd": vqkd_arch_kwargs, "bit": bit_arch_kwargs}
+DEFAULT_ARCH = {"dall_e": "dall_e_encoder", "bit": "bit_m_r50x1"}
+REQUIRED_ARCH = {"vit": ("a transformer", "beit_base_patch16_224"),
+                 "vqkd": ("a VQ-KD", "vqkd_encoder_base_decoder_3x768x12_clip")}
+
+
 @report_user_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,29 +82,30 @@ def main(argv=None):
 
     published = read_published_weights(args.pth_file)
     family = published_family(published)
-    if family == "vit":
-        if not args.arch:
-            raise UserInputError("a transformer checkpoint needs --arch (e.g. beit_base_patch16_224)")
-        head = published.get("head.weight")
-        network = create_model(args.arch, img_size=args.img_size,
-                               num_classes=None if head is None else head.shape[0], **model_args)
-        weights = convert_published_weights(published, network, show_progress=True)
-        # a pretraining checkpoint has no classifier: it starts anew
-        load_weights(network, weights, args.pth_file, missing_ok=("head.", "fc_norm."))
+    if family in REQUIRED_ARCH and not args.arch:
+        what, example = REQUIRED_ARCH[family]
+        raise UserInputError(f"{what} checkpoint needs --arch (e.g. {example})")
+    if family == "vit":  # converted once the network exists: its tables are fitted to the network's grid
+        weights, head = None, published.get("head.weight")
+        inferred = {} if head is None else {"num_classes": head.shape[0]}
     else:
-        if family == "vqkd" and not args.arch:
-            raise UserInputError("a VQ-KD checkpoint needs --arch (e.g. vqkd_encoder_base_decoder_3x768x12_clip)")
         weights = convert_published_weights(published, network=None, show_progress=True)
-        if family == "dall_e":
-            network = create_model(args.arch or "dall_e_encoder", **{**dalle_arch_kwargs(weights), **model_args})
-        elif family == "vqkd":
-            network = create_model(args.arch, **{**vqkd_arch_kwargs(weights), **model_args})
-        else:
-            model_kwargs = bit_arch_kwargs(weights)
-            if args.arch:
-                model_kwargs = {"num_classes": model_kwargs["num_classes"]}
-            network = create_model(args.arch or "bit_m_r50x1", **model_kwargs)
-        load_weights(network, weights, args.pth_file)
+        inferred = ARCH_KWARGS[family](weights)
+        if family == "bit" and args.arch:  # the registered variant's depths and width are checked against them
+            inferred = {"num_classes": inferred["num_classes"]}
+    network = create_model(args.arch or DEFAULT_ARCH[family], **{"img_size": args.img_size, **inferred, **model_args})
+    if weights is None:
+        weights = convert_published_weights(published, network, show_progress=True)
+    overridden = {key: value for key, value in model_args.items() if key in inferred and value != inferred[key]}
+    try:
+        # a transformer pretraining checkpoint has no classifier: it starts anew
+        load_weights(network, weights, args.pth_file, missing_ok=("head.", "fc_norm.") if family == "vit" else ())
+    except UserInputError as err:
+        if not overridden:
+            raise
+        said = ", ".join(f"{key}={inferred[key]}" for key in overridden)
+        raise UserInputError(f"--model_args {overridden} does not fit the weights of {args.pth_file} ({said}): "
+                             f"{err}") from None
     save_checkpoint(network, args.ckpt_file)
     sizes = [int(np.prod(param.shape)) for param in network.get_parameters()]
     print(f"wrote {args.ckpt_file}: {len(sizes)} tensors, {sum(sizes) / 1e6:.1f}M parameters")

@@ -7,11 +7,11 @@ import json
 
 from src.args import parse_args
 from src.data import create_dataset
+from src.engine.evaluation import evaluate
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
-from src.tools.context import init_context
-from src.tools.evaluation import evaluate
-from src.weights.pretrained import load_inference_weights
+from src.runtime.context import init_context
+from src.weights.loading import load_inference_weights
 
 
 @report_user_errors

@@ -11,9 +11,12 @@ import numpy as np
 
 from src.args import parse_args
 from src.errors import UserInputError, report_user_errors
-from src.models import cpu_kernels, create_model_from_args
-from src.tools.context import init_context
-from src.weights.pretrained import load_inference_weights
+from src.models import create_model_from_args
+from src.ops.cpu_kernels import use_fused_cpu_kernels
+from src.runtime.context import init_context
+from src.tasks import create_task
+from src.tasks.classification import Classification
+from src.weights.loading import load_inference_weights
 
 FORMATS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 
@@ -29,12 +32,12 @@ def main(argv=None):
                              "export MINDIR or ONNX here")
     if not args.pretrained:
         raise UserInputError("export.py needs --pretrained CKPT")
-    if args.task != "classification":
+    if not isinstance(create_task(args), Classification):
         raise UserInputError(f"export.py exports classifiers; task {args.task} trains a pretraining model: "
                              "export its fine-tuned classifier")
     init_context(args)
     # the exported graph must run anywhere: MindSpore's own kernels, not this machine's compiled CPU ones
-    os.environ[cpu_kernels.DISABLE_VARIABLE] = "0"
+    use_fused_cpu_kernels(False)
     network = create_model_from_args(args)
     use_ema = load_inference_weights(network, args.pretrained, args.eval_use_ema)
     network.set_train(False)

@@ -13,13 +13,13 @@ import mindspore as ms
 import numpy as np
 from mindspore.dataset import transforms
 
-from src.args import parse_args
+from src.args import parse_args, split_arguments
 from src.data.imagenet import IMAGE_EXTENSIONS, ImageFileSource
 from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
-from src.tools.context import init_context
-from src.weights.pretrained import load_inference_weights
+from src.runtime.context import init_context
+from src.weights.loading import load_inference_weights
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "data", "info",
                                 "imagenet1k_classes.txt")
@@ -50,17 +50,6 @@ def image_paths(inputs):
     if not paths:
         raise UserInputError(f"no images in {', '.join(inputs)}")
     return paths
-
-
-def split_arguments(argv):
-    """(images, options): every `--key value` / `--key=value` is an option, the other words are images."""
-    images, options, index = [], [], 0
-    while index < len(argv):
-        token = argv[index]
-        width = 2 if token.startswith("--") and "=" not in token else 1
-        (options if token.startswith("--") else images).extend(argv[index:index + width])
-        index += width
-    return images, options
 
 
 @report_user_errors

@@ -7,18 +7,17 @@ import mindspore.dataset as ds
 
 from src.args import parse_args
 from src.data import create_dataset
+from src.engine.callbacks import CheckpointAndEval, MetricsFile, StepLogger
+from src.engine.loop import train_epochs
+from src.engine.resume import resume_training
+from src.engine.train_one_step import create_train_step
 from src.errors import report_user_errors
-from src.models.layers import set_noise_seed
-from src.tools.amp import apply_amp
-from src.tools.callbacks import CheckpointAndEval, MetricsFile, StepLogger, resume_state
-from src.tools.checkpoint import load_checkpoint, load_weights
-from src.tools.context import init_context, init_data_parallel
-from src.tools.modelarts import UploadOutputs, fetch_inputs
-from src.tools.optimizer import create_optimizer, current_learning_rate, schedule_param_names
-from src.tools.schedulers import create_lr_schedule
-from src.trainers.loop import train_epochs
-from src.trainers.tasks import build_networks, check_task, frozen_param, network_with_loss, prepare_training
-from src.trainers.train_one_step import create_train_step
+from src.optim.optimizer import create_optimizer, current_learning_rate, schedule_param_names
+from src.optim.schedulers import create_lr_schedule
+from src.runtime.amp import apply_amp
+from src.runtime.context import init_context, init_data_parallel
+from src.runtime.modelarts import UploadOutputs, fetch_inputs
+from src.tasks import create_task, unused_config_keys
 
 
 @report_user_errors
@@ -36,32 +35,29 @@ def main(argv=None):
 
     if distributed:
         log(f"process {os.getpid()} on {socket.gethostname()}, rank {rank} of {group_size}")
-    check_task(args)
+    task = create_task(args)
+    unused = unused_config_keys(args, task)
+    if unused:
+        log(f"warning: neither task {task.name} nor model {args.arch} reads {', '.join(unused)}: ignored")
     remote_train_url = fetch_inputs(args, log)
     # one shard when alone too: the sampler then visits the images in the order that the union of
     # the shards' batches does under data parallel, so both runs see the same global batches
-    train_data = create_dataset(args, training=True, num_shards=group_size, shard_id=rank)
-    evaluates = args.task == "classification" and args.eval_interval > 0
-    eval_data = create_dataset(args, training=False) if evaluates else None
+    train_data = create_dataset(args, training=True, view=task.dataset_view, num_shards=group_size, shard_id=rank)
+    eval_data = create_dataset(args, training=False) if task.evaluates else None
     steps_per_epoch = train_data.get_dataset_size()
 
-    set_noise_seed(args.seed + rank)
-    network, helper = build_networks(args, log)
+    network, helper = task.build_networks(seed=args.seed + rank, log=log)
     network = apply_amp(network, args.amp_level, args.keep_bn_fp32)
     lr_schedule = create_lr_schedule(args, steps_per_epoch)
     optimizer = create_optimizer(args, network, lr_schedule)
-    train_cell = create_train_step(args, network_with_loss(args, network, helper), optimizer)
+    train_cell = create_train_step(args, task.loss_cell(network, helper), optimizer)
 
     start_step, best = 0, (0.0, 0)
     if args.resume:
-        checkpoint = load_checkpoint(args.resume)
         schedules = schedule_param_names(optimizer)
-        load_weights(train_cell, checkpoint, args.resume, skip=lambda name: frozen_param(name) or name in schedules)
-        start_step, best = resume_state(checkpoint, steps_per_epoch)
-        epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
-        log(f"resumed from {args.resume} in epoch {epoch + 1} after step {step_in_epoch} (global step {start_step})"
-            if step_in_epoch else f"resumed from {args.resume} at epoch {epoch}")
-    prepare_training(args, network, train_data, log)
+        start_step, best = resume_training(train_cell, args.resume, steps_per_epoch, log=log,
+                                           skip=lambda name: task.frozen_param(name) or name in schedules)
+    task.prepare(network, train_data, log)
     if start_step >= args.epochs * steps_per_epoch:
         log(f"nothing to do: the checkpoint is at epoch {start_step // steps_per_epoch} of {args.epochs}")
         return
@@ -74,8 +70,8 @@ def main(argv=None):
                             images_per_step=args.batch_size * group_size,
                             lr_now=lambda: current_learning_rate(optimizer, lr_schedule)),
                  CheckpointAndEval(train_cell, network, eval_data, args, steps_per_epoch, rank=rank, best=best,
-                                   save=writes_outputs, show_rank=distributed, skip=frozen_param, metrics=metrics,
-                                   log=log)]
+                                   save=writes_outputs, show_rank=distributed, skip=task.frozen_param,
+                                   metrics=metrics, log=log)]
     if remote_train_url and writes_outputs:
         callbacks.append(UploadOutputs(args.train_url, remote_train_url, rank))
     train_epochs(train_cell, train_data, args.epochs, callbacks, start_step=start_step)

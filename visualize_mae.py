@@ -14,15 +14,16 @@ import numpy as np
 from mindspore.dataset import transforms
 from PIL import Image
 
-from predict import split_arguments
-from src.args import parse_args
+from src.args import parse_args, split_arguments
 from src.data.imagenet import ImageFileSource
 from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
 from src.models.mae.mae import patchify, unpatchify
-from src.tools.context import init_context
-from src.weights.pretrained import load_inference_weights
+from src.runtime.context import init_context
+from src.tasks import create_task
+from src.tasks.mae_pretrain import MaePretrain
+from src.weights.loading import load_inference_weights
 
 
 def reconstruction_panels(mae, image, mean, std):
@@ -53,7 +54,7 @@ def main(argv=None):
         out = options[position + 1] if position + 1 < len(options) else None
         del options[position:position + 2]
     args = parse_args(options)
-    if args.task != "mae_pretrain":
+    if not isinstance(create_task(args), MaePretrain):
         raise UserInputError("visualize_mae.py needs an MAE pretraining config (task: mae_pretrain)")
     if not args.pretrained or not images or not out:
         raise UserInputError("usage: visualize_mae.py --config C --pretrained CKPT IMAGE... --out DIR")

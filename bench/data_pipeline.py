@@ -14,7 +14,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
 
 POLICY = "rand-m9-mstd0.5-inc1"
 
@@ -79,7 +80,8 @@ def main():
 
     data = args.data
     if data is None:
-        from src.data.sample_photos import write_photo_imagenet
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        from sample_photos import write_photo_imagenet
 
         data = tempfile.mkdtemp(prefix="bench_imagenet_")
         write_photo_imagenet(data, num_classes=8, train_per_class=args.images // 8, val_per_class=0)

@@ -15,10 +15,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 
+from src.engine.train_one_step import TrainOneStepCell  # noqa: E402
 from src.models import create_model  # noqa: E402
 from src.models.mae.mae import MaePretrainLoss  # noqa: E402
-from src.tools.optimizer import AdamW  # noqa: E402
-from src.trainers.train_one_step import TrainOneStepCell  # noqa: E402
+from src.optim.optimizer import AdamW  # noqa: E402
 
 
 def median_step_seconds(arch, mask_ratio, images, steps):

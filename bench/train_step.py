@@ -68,11 +68,11 @@ def run_mindspore(args, spec, size_kwargs):
     import numpy as np
     from mindspore import nn
 
+    from src.engine.criterion import LabelSmoothingCrossEntropy
+    from src.engine.train_one_step import TrainOneStepCell
     from src.models import create_model
     from src.models.mae.mae import MaePretrainLoss
-    from src.tools.criterion import LabelSmoothingCrossEntropy
-    from src.tools.optimizer import AdamW
-    from src.trainers.train_one_step import TrainOneStepCell
+    from src.optim.optimizer import AdamW
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(args.device)
@@ -80,7 +80,9 @@ def run_mindspore(args, spec, size_kwargs):
     images = ms.Tensor(rng.standard_normal((args.batch, 3, args.image_size, args.image_size)).astype(np.float32))
     labels = ms.Tensor(rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32))
     pretraining = spec["reference"] == "mae"
-    kwargs = dict(spec["ours"], img_size=args.image_size, **size_kwargs)
+    kwargs = dict(spec["ours"], **size_kwargs)
+    if not args.arch.startswith("bit_"):  # BiT is fully convolutional: it takes any input size
+        kwargs["img_size"] = args.image_size
     network = create_model(args.arch, **({} if pretraining else {"num_classes": NUM_CLASSES}), **kwargs)
     if args.amp:
         network = ms.amp.auto_mixed_precision(network, "O2")

@@ -214,6 +214,17 @@ def parse_args(argv=None):
     return args
 
 
+def split_arguments(argv):
+    """(images, options): every `--key value` / `--key=value` is an option, the other words are images."""
+    images, options, index = [], [], 0
+    while index < len(argv):
+        token = argv[index]
+        width = 2 if token.startswith("--") and "=" not in token else 1
+        (options if token.startswith("--") else images).extend(argv[index:index + width])
+        index += width
+    return images, options
+
+
 def _checked_yaml(path):
     """The YAML file's values under their canonical keys; unknown or repeated keys are errors."""
     raw = load_yaml_config(path)

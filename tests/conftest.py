@@ -16,13 +16,19 @@ TINY_CONFIG = os.path.join(ROOT, "src", "configs", "bit_tiny_cifar10_cpu.yaml")
 @pytest.fixture(scope="session")
 def digits_cifar(tmp_path_factory):
     """scikit-learn's real digits written in the CIFAR-10 binary layout (1437 train / 360 test)."""
-    from prepare_digits_cifar10 import digits_as_cifar
-
-    from src.data.cifar10 import write_cifar10_folder
+    from prepare_digits_cifar10 import digits_as_cifar, write_cifar10_folder
 
     folder = tmp_path_factory.mktemp("digits") / "cifar-10-batches-bin"
     write_cifar10_folder(str(folder), *digits_as_cifar())
     return str(folder)
+
+
+def switch_fused_kernels_off(request):
+    """The fused CPU kernels off for the cells built from now on, until the test ends."""
+    from src.ops.cpu_kernels import use_fused_cpu_kernels
+
+    previous = use_fused_cpu_kernels(False)
+    request.addfinalizer(lambda: use_fused_cpu_kernels(previous))
 
 
 def run_script(*args, timeout=900):
@@ -32,7 +38,7 @@ def run_script(*args, timeout=900):
                           timeout=timeout)
 
 
-PROGRESS_LINE = re.compile(r"^[a-z ]+: \d+/\d+ \(\d+%\), elapsed [\d:]+, ETA [\d:?]+$")  # src/tools/progress.py
+PROGRESS_LINE = re.compile(r"^[a-z ]+: \d+/\d+ \(\d+%\), elapsed [\d:]+, ETA [\d:?]+$")  # src/runtime/progress.py
 
 
 def assert_one_line_error(result, *needles):

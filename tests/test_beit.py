@@ -1,5 +1,6 @@
 """BEiT / BEiT v2 against timm's Beit (an independent PyTorch implementation of unilm's model)."""
 import json
+import os
 import re
 
 import mindspore as ms
@@ -7,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, assert_one_line_error, run_script
+from sample_photos import write_photo_imagenet
 from timm.models.beit import Beit as TimmBeit
 from timm.models.beit import checkpoint_filter_fn
 
 from src.args import parse_args
-from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model, list_models
 from src.models.layers import relative_position_index
 from src.models.vit import VisionTransformer
 from src.models.vit_convert import convert_vit_weights
-from src.tools.checkpoint import load_checkpoint, load_weights
-from src.tools.optimizer import create_optimizer
+from src.optim.optimizer import create_optimizer
+from src.weights.checkpoint import load_checkpoint
+from src.weights.loading import load_weights
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=5, init_values=0.1)
 TINY_CONFIG = f"{ROOT}/src/configs/beit_tiny_imagenet_cpu.yaml"
@@ -126,6 +128,29 @@ def test_conv_pt2ckpt_converts_a_published_base_checkpoint(tmp_path):
     assert np.abs(logits(network, images) - expected).max() <= 1e-4
     assert_one_line_error(run_script("conv_pt2ckpt.py", "--pth_file", str(path), "--ckpt_file", ckpt),
                           "needs --arch")
+
+
+def test_conv_pt2ckpt_model_args_win_where_they_fit_the_weights(tmp_path, images):
+    """--model_args may name a key the converter infers (num_classes from the head): the user's value is used
+    where the weights fit it, and one error line names it where they do not."""
+    reference = timm_beit(**TINY, use_abs_pos_emb=False, use_rel_pos_bias=True)
+    path = tmp_path / "tiny.pth"
+    torch.save(unilm_state_dict(reference), path)
+    sizes = "patch_size: 8, embed_dim: 32, depth: 2, num_heads: 4, init_values: 0.1"
+    ckpt = str(tmp_path / "tiny.ckpt")
+    result = run_script("conv_pt2ckpt.py", "--pth_file", str(path), "--ckpt_file", ckpt, "--arch",
+                        "beit_base_patch16_224", "--img_size", "32", "--model_args", f"{{{sizes}, num_classes: 5}}")
+    assert result.returncode == 0, result.stderr
+    network = ours(**TINY, use_abs_pos_emb=False, use_rel_pos_bias=True)
+    load_weights(network, load_checkpoint(ckpt), ckpt)
+    expected = reference(torch.from_numpy(images)).detach().numpy()
+    assert np.abs(logits(network, images) - expected).max() <= 1e-4
+    misfit = str(tmp_path / "misfit.ckpt")
+    assert_one_line_error(run_script("conv_pt2ckpt.py", "--pth_file", str(path), "--ckpt_file", misfit, "--arch",
+                                     "beit_base_patch16_224", "--img_size", "32", "--model_args",
+                                     f"{{{sizes}, num_classes: 7}}"),
+                          "--model_args {'num_classes': 7} does not fit the weights", "(num_classes=5)")
+    assert not os.path.exists(misfit)
 
 
 def test_registry_and_unilm_argument_names():

@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ROOT, assert_one_line_error, run_script
+from sample_photos import write_photo_imagenet
 from timm.models.beit import Beit as TimmBeit
 from timm.models.beit import Block as TimmBlock
 
-from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model
 from src.models.beit.vqkd import NormEMAVectorQuantizer, kmeans_codebook
 from src.models.vit_convert import convert_vit_weights
-from src.tools.checkpoint import load_checkpoint, load_weights
-from src.weights.pretrained import pretrained_weights
+from src.weights.checkpoint import load_checkpoint
+from src.weights.loading import load_weights, pretrained_weights
 
 REFERENCE = os.path.join(ROOT, "tests", "reference")
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, num_heads=2)

@@ -1,5 +1,7 @@
 """BiT ResNetV2 against timm's resnetv2 (an independent PyTorch implementation), through every
 published weight layout and conv_pt2ckpt.py."""
+import os
+
 import mindspore as ms
 import numpy as np
 import pytest
@@ -8,8 +10,8 @@ from conftest import assert_one_line_error, run_script
 from timm.models.resnetv2 import _create_resnetv2_bit, _load_weights
 
 from src.models import create_model, list_models
-from src.tools.checkpoint import load_checkpoint, load_weights
-from src.weights.pretrained import load_inference_weights
+from src.weights.checkpoint import load_checkpoint
+from src.weights.loading import load_inference_weights, load_weights
 
 LAYERS = [1, 2, 1, 1]
 NUM_CLASSES = 7
@@ -125,6 +127,15 @@ def test_other_class_count_drops_only_the_head(reference, tmp_path):
     assert sorted(dropped) == ["head.conv.bias", "head.conv.weight"] and "another class count" in messages[0]
     assert not network.head.conv.weight.asnumpy().any()  # BiT's zero head, ready for fine-tuning
     np.testing.assert_array_equal(network.root.conv.weight.asnumpy(), reference.stem.conv.weight.detach().numpy())
+
+
+def test_model_args_are_checked_against_the_weights(reference, tmp_path):
+    """BiT's --model_args are honoured: depths that do not fit the weights are one error line naming them."""
+    ckpt = str(tmp_path / "converted.ckpt")
+    assert_one_line_error(run_script("conv_pt2ckpt.py", "--pth_file", write_published("timm", reference, tmp_path),
+                                     "--ckpt_file", ckpt, "--model_args", "{layers: [3, 4, 6, 3]}"),
+                          "--model_args {'layers': [3, 4, 6, 3]} does not fit the weights", "layers=[1, 2, 1, 1]")
+    assert not os.path.exists(ckpt)
 
 
 def test_bad_checkpoints_are_one_line_errors(tmp_path):

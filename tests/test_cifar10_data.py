@@ -3,10 +3,11 @@ import os
 import numpy as np
 import pytest
 from conftest import TINY_CONFIG, random_images
+from prepare_digits_cifar10 import write_cifar10_bin, write_cifar10_folder
 
 from src.args import parse_args
 from src.data import create_dataset
-from src.data.cifar10 import RECORD_BYTES, load_cifar10, read_cifar10_bin, write_cifar10_bin, write_cifar10_folder
+from src.data.cifar10 import RECORD_BYTES, load_cifar10, read_cifar10_bin
 from src.errors import UserInputError
 
 

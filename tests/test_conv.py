@@ -1,12 +1,12 @@
-"""src/models/conv.py: the CPU convolution (fused kernels, or unfold + matmul where they are disabled) equals
+"""src/ops/conv.py: the CPU convolution (fused kernels, or unfold + matmul where they are disabled) equals
 MindSpore's own, forward and backward."""
 import mindspore as ms
 import numpy as np
 import pytest
+from conftest import switch_fused_kernels_off
 from mindspore import nn, ops
 
-from src.models import cpu_kernels
-from src.models.conv import Conv2d
+from src.ops.conv import Conv2d
 
 
 class SumOf(nn.Cell):
@@ -27,9 +27,9 @@ def gradients(cell, x):
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("kernel, stride, padding, bias", [(3, 1, 1, False), (3, 2, 1, True), (7, 2, 3, False),
                                                            (1, 2, 0, True), (2, 2, 0, True), (1, 1, 0, False)])
-def test_matches_the_native_convolution(kernel, stride, padding, bias, fused, monkeypatch):
+def test_matches_the_native_convolution(kernel, stride, padding, bias, fused, request):
     if not fused:
-        monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
+        switch_fused_kernels_off(request)
     pad_mode = "pad" if padding else "valid"
     ours = Conv2d(5, 4, kernel, stride=stride, pad_mode=pad_mode, padding=padding, has_bias=bias)
     native = nn.Conv2d(5, 4, kernel, stride=stride, pad_mode=pad_mode, padding=padding, has_bias=bias)

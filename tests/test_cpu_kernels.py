@@ -1,4 +1,4 @@
-"""src/models/cpu_kernels.py: the fused CPU kernels equal PyTorch's ops, forward and backward, and fall back
+"""src/ops/cpu_kernels.py: the fused CPU kernels equal PyTorch's ops, forward and backward, and fall back
 to MindSpore's own kernels when disabled or when nothing can be compiled."""
 import logging
 import os
@@ -9,10 +9,11 @@ import mindspore as ms
 import numpy as np
 import pytest
 import torch
+from conftest import switch_fused_kernels_off
 from mindspore import nn, ops
 
-from src.models import cpu_kernels
-from src.models.conv import Conv2d
+from src.ops import cpu_kernels
+from src.ops.conv import Conv2d
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -205,7 +206,7 @@ def test_a_convolution_writing_tokens_matches_torch(kernel, stride, padding):
     assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
 
 
-def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(monkeypatch):
+def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(request):
     x, bias = sample((2, 32, 6, 6)), sample((32, 6, 6), seed=1)
 
     def cells():
@@ -213,7 +214,7 @@ def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(monkeypat
                 BiasedSoftmaxOf(bias), Conv2d(32, 8, 2, stride=2, pad_mode="valid", tokens=True),
                 cpu_kernels.GroupNorm(8, 32, relu=True)]
     fused = cells()
-    monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
+    switch_fused_kernels_off(request)
     native = cells()
     assert not native[0].fused and native[1].fused_conv is None and native[1].as_matmul and not native[2].fused
     assert not native[3].softmax.fused and native[4].fused_conv is None
@@ -249,8 +250,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import ops
 sys.path.insert(0, {root!r})
-from src.models import cpu_kernels
-from src.models.conv import Conv2d
+from src.ops import cpu_kernels
+from src.ops.conv import Conv2d
 ms.set_context(mode=ms.GRAPH_MODE)
 rng = np.random.default_rng(0)
 results = []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, TINY_CONFIG
 
-from src.tools.checkpoint import load_checkpoint
+from src.weights.checkpoint import load_checkpoint
 
 # deterministic inputs (no crop offsets, no flips) so that a step sees the same images however they are
 # split over devices; a small lr keeps the tiny model's trajectory smooth enough to compare after 8 steps
@@ -34,9 +34,7 @@ def finish(process, timeout=600):
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory):
     """128 training digits: 4 steps of a global batch of 32."""
-    from prepare_digits_cifar10 import digits_as_cifar
-
-    from src.data.cifar10 import write_cifar10_folder
+    from prepare_digits_cifar10 import digits_as_cifar, write_cifar10_folder
 
     (train_x, train_y), (test_x, test_y) = digits_as_cifar()
     folder = tmp_path_factory.mktemp("small") / "cifar-10-batches-bin"

@@ -6,7 +6,7 @@ from mindspore import nn
 
 from src.args import parse_args
 from src.models import create_model_from_args
-from src.tools.checkpoint import save_checkpoint
+from src.weights.checkpoint import save_checkpoint
 
 
 def test_mindir_round_trip_gives_the_same_logits(tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sample_photos import bundled_photos, write_photo_imagenet
 from timm.data import auto_augment as timm_aa
 from timm.data import create_transform
 from timm.data.random_erasing import RandomErasing as TimmRandomErasing
@@ -22,7 +23,6 @@ from src.data.augment.auto_augment import (
 )
 from src.data.augment.random_erasing import RandomErasing
 from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
-from src.data.sample_photos import bundled_photos, write_photo_imagenet
 from src.data.transforms import imagenet_train_transforms
 from src.errors import UserInputError
 

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, run_script
+from sample_photos import write_photo_imagenet
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from src.data.sample_photos import write_photo_imagenet
 from src.models import create_model, list_models
 from src.models.mae.mae import MaskedAutoencoderViT, patchify, sincos_2d, unpatchify
 from src.models.vit_convert import convert_vit_weights
-from src.tools.checkpoint import load_checkpoint, load_weights
+from src.weights.checkpoint import load_checkpoint
+from src.weights.loading import load_weights
 
 ms.set_context(mode=ms.GRAPH_MODE)
 TINY_PRETRAIN = f"{ROOT}/src/configs/mae_tiny_pretrain_cpu.yaml"
@@ -76,7 +77,7 @@ def test_mae_variants_registered_with_the_paper_decoder(monkeypatch):
     assert {"mae_vit_base_patch16", "mae_vit_large_patch16", "mae_vit_huge_patch14", "vit_base_patch16",
             "vit_large_patch16", "vit_huge_patch14"} <= set(list_models())
     monkeypatch.setattr(mae_module, "MaskedAutoencoderViT", lambda **kwargs: kwargs)
-    huge = create_model("mae_vit_huge_patch14", num_classes=1000)
+    huge = create_model("mae_vit_huge_patch14")
     assert (huge["patch_size"], huge["embed_dim"], huge["depth"], huge["decoder_embed_dim"], huge["decoder_depth"],
             huge["decoder_num_heads"]) == (14, 1280, 32, 512, 8, 16)
 
@@ -175,7 +176,7 @@ def test_visualisation_panels_paste_the_visible_patches(tmp_path):
     write_photo_imagenet(str(photos), num_classes=1, train_per_class=1, val_per_class=0)
     image_path = next(photos.rglob("*.JPEG"))
     ckpt = str(tmp_path / "mae.ckpt")
-    from src.tools.checkpoint import save_checkpoint
+    from src.weights.checkpoint import save_checkpoint
 
     save_checkpoint(create_model("mae_vit_base_patch16", img_size=32, patch_size=8, embed_dim=64, depth=2,
                                  num_heads=4, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2), ckpt)
@@ -190,7 +191,7 @@ def test_visualisation_panels_paste_the_visible_patches(tmp_path):
 def test_lars_follows_maes_update():
     from mindspore import nn
 
-    from src.tools.optimizer import LARS
+    from src.optim.optimizer import LARS
 
     dense = nn.Dense(3, 2)
     weight, bias = dense.weight.asnumpy().copy(), dense.bias.asnumpy().copy()
@@ -212,7 +213,7 @@ def test_lars_follows_maes_update():
 
 @pytest.mark.parametrize("mode", ["linear_probe", "freeze_blocks"])
 def test_linear_probe_and_partial_fine_tuning_train_only_what_they_should(mode, tmp_path):
-    from src.tools.checkpoint import save_checkpoint
+    from src.weights.checkpoint import save_checkpoint
 
     data = str(tmp_path / "imagenet")
     write_photo_imagenet(data, num_classes=3, train_per_class=4, val_per_class=1)

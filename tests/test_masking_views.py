@@ -6,11 +6,11 @@ import random
 import numpy as np
 import pytest
 from PIL import Image
+from sample_photos import bundled_photos
 
 from src.args import parse_args
 from src.data.masking import BlockMaskingGenerator
 from src.data.mim_views import MaskedImageModelingViews, random_resized_crop_box
-from src.data.sample_photos import bundled_photos
 
 
 def connected_components(mask):

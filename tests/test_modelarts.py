@@ -34,7 +34,7 @@ def copies(obs_root):
 def node_cache(cache_dir, timeout=60):
     import moxing
 
-    from src.tools.modelarts import NodeCache
+    from src.runtime.modelarts import NodeCache
 
     return NodeCache(moxing, str(cache_dir), timeout, poll_interval=0.05)
 
@@ -141,7 +141,7 @@ def test_waiting_on_a_stuck_or_dead_copier_ends_with_a_clear_error(fake_obs, tmp
 
 
 def test_each_rank_uploads_only_what_it_owns(fake_obs, tmp_path):
-    from src.tools.modelarts import UploadOutputs
+    from src.runtime.modelarts import UploadOutputs
 
     local = tmp_path / "output"
     for folder in ("ckpt_0000", "ckpt_best_0000", "ckpt_0001", "ckpt_best_0001", "log"):

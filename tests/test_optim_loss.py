@@ -8,9 +8,9 @@ from mindspore import nn
 from timm.data.mixup import mixup_target
 
 from src.data.augment.mixup import Mixup, mixup_targets
-from src.tools.criterion import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from src.tools.optimizer import AdamW, param_groups
-from src.tools.schedulers import cosine_lr, exp_decay_lr
+from src.engine.criterion import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from src.optim.optimizer import AdamW, param_groups
+from src.optim.schedulers import cosine_lr, exp_decay_lr
 
 ms.set_context(mode=ms.GRAPH_MODE)
 
@@ -122,7 +122,7 @@ def test_rmsprop_from_config_follows_the_tensorflow_update():
     """BiT's seed trains with TF-style RMSProp: mean square starting at 1, eps inside the square root, lr in
     the momentum buffer."""
     from src.args import parse_args
-    from src.tools.optimizer import create_optimizer
+    from src.optim.optimizer import create_optimizer
 
     args = parse_args(["--optimizer", "rmsprop", "--decay", "0.9", "--momentum", "0.9", "--eps", "0.001",
                        "--weight_decay", "0.0"])

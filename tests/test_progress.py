@@ -1,7 +1,7 @@
 """Progress reporting: a redrawn bar with an ETA on a terminal, a plain line per tenth in a log."""
 import io
 
-from src.tools.progress import progress
+from src.runtime.progress import progress
 
 
 class Terminal(io.StringIO):

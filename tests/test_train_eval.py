@@ -10,8 +10,8 @@ from conftest import ROOT, TINY_CONFIG, assert_one_line_error, run_script
 from PIL import Image
 
 from src.args import parse_args
-from src.tools.checkpoint import load_checkpoint
-from src.tools.schedulers import create_lr_schedule
+from src.optim.schedulers import create_lr_schedule
+from src.weights.checkpoint import load_checkpoint
 
 STEPS = 1437 // 32
 COMMON = ["--config", TINY_CONFIG, "--batch_size", "32", "--warmup_length", "0.5", "--log_interval", "20"]

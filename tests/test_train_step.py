@@ -2,10 +2,10 @@
 import mindspore as ms
 import numpy as np
 import pytest
+from conftest import switch_fused_kernels_off
 from mindspore import nn
 
-from src.models import cpu_kernels
-from src.trainers.train_one_step import TrainOneStepCell
+from src.engine.train_one_step import TrainOneStepCell
 
 ms.set_context(mode=ms.GRAPH_MODE)
 
@@ -92,9 +92,9 @@ def test_global_norm_clipping_scales_all_gradients_together():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_ema_follows_the_weights_and_skips_with_the_step(fused, monkeypatch):
+def test_ema_follows_the_weights_and_skips_with_the_step(fused, request):
     if not fused:
-        monkeypatch.setenv(cpu_kernels.DISABLE_VARIABLE, "0")
+        switch_fused_kernels_off(request)
     decay = 0.9
     net, step = make_step(ema=decay, dynamic=True)
     assert (step.ema.fused_update is not None) == fused

@@ -1,4 +1,4 @@
-"""Datasets: `create_dataset(args, training)` builds the pipeline the config names."""
+"""Datasets: `create_dataset(args, training, view)` builds the pipeline the config names."""
 import os
 
 import mindspore.dataset as ds
@@ -16,6 +16,7 @@ from src.data.transforms import (
 from src.errors import UserInputError
 
 MIM_COLUMNS = ["image", "tokenizer_image", "bool_masked_pos"]
+VIEWS = ("labeled", "masked_image_modeling")
 
 
 def uses_mixup(args):
@@ -61,14 +62,13 @@ def _image_folder(args, training, num_shards, shard_id):
 DATASETS = {"CIFAR10": _cifar10, "ImageNet": _imagenet, "ImageFolder": _image_folder}
 
 
-def create_dataset(args, training, num_shards=None, shard_id=None):
-    """Batched (image, label) dataset; with mixup on, training labels are soft targets. BEiT pretraining
-    (task beit_pretrain) gets (image, tokenizer_image, bool_masked_pos) rows instead."""
+def create_dataset(args, training, view="labeled", num_shards=None, shard_id=None):
+    """Batched rows of a view: "labeled", (image, label), with soft-target labels when mixup is on in training;
+    "masked_image_modeling" (BEiT pretraining), (image, tokenizer_image, bool_masked_pos)."""
     if args.set not in DATASETS:
         raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
-    masked_image_modeling = args.task == "beit_pretrain"
-    if masked_image_modeling and args.set != "ImageFolder":
-        raise UserInputError(f"task beit_pretrain reads unlabeled images: set ImageFolder, not {args.set}")
+    assert view in VIEWS, view
+    masked_image_modeling = view == "masked_image_modeling"
     dataset, num_samples, transforms = DATASETS[args.set](args, training, num_shards, shard_id)
     if num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")

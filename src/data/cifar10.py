@@ -14,7 +14,6 @@ from src.errors import UserInputError
 IMAGE_SHAPE = (3, 32, 32)
 RECORD_BYTES = 1 + int(np.prod(IMAGE_SHAPE))
 FOLDER_NAME = "cifar-10-batches-bin"
-CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def find_cifar10_folder(data_url):
@@ -50,24 +49,3 @@ def read_cifar10_bin(files):
 
 def load_cifar10(data_url, training):
     return read_cifar10_bin(split_files(find_cifar10_folder(data_url), training))
-
-
-def write_cifar10_bin(path, images, labels):
-    """Write (N, 32, 32, 3) uint8 images and their labels as one CIFAR-10 .bin file."""
-    images = np.asarray(images, dtype=np.uint8)
-    if images.shape[1:] != (32, 32, 3):
-        raise ValueError(f"CIFAR-10 images are 32x32x3, got {images.shape[1:]}")
-    records = np.concatenate([np.asarray(labels, dtype=np.uint8)[:, None],
-                              images.transpose(0, 3, 1, 2).reshape(len(images), -1)], axis=1)
-    records.tofile(path)
-
-
-def write_cifar10_folder(folder, train, test, class_names=CLASS_NAMES, train_files=5):
-    """A complete `cifar-10-batches-bin` folder from (images, labels) pairs for train and test."""
-    os.makedirs(folder, exist_ok=True)
-    train_images, train_labels = train
-    for index, chunk in enumerate(np.array_split(np.arange(len(train_images)), train_files), start=1):
-        write_cifar10_bin(os.path.join(folder, f"data_batch_{index}.bin"), train_images[chunk], train_labels[chunk])
-    write_cifar10_bin(os.path.join(folder, "test_batch.bin"), *test)
-    with open(os.path.join(folder, "batches.meta.txt"), "w", encoding="utf-8") as meta:
-        meta.write("\n".join(class_names) + "\n")

@@ -9,16 +9,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from src.data.masking import BlockMaskingGenerator
-from src.errors import UserInputError
-
-PIL_INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-                      "lanczos": Image.LANCZOS}
-
-
-def pil_interpolation(name):
-    if name not in PIL_INTERPOLATIONS:
-        raise UserInputError(f"unknown interpolation '{name}', expected one of {sorted(PIL_INTERPOLATIONS)}")
-    return PIL_INTERPOLATIONS[name]
+from src.data.transforms import pil_interpolation
 
 
 def random_resized_crop_box(width, height, scale, ratio, rng):

@@ -7,13 +7,26 @@ from src.data.augment.auto_augment import GeometryStyle, augmentation_from_strin
 from src.data.augment.random_erasing import RandomErasing
 from src.errors import UserInputError
 
-INTERPOLATIONS = {"nearest": Inter.NEAREST, "bilinear": Inter.BILINEAR, "bicubic": Inter.BICUBIC}
+# name -> (MindSpore's resize mode, PIL's filter); lanczos only where PIL resizes (BEiT pretraining views)
+INTERPOLATIONS = {"nearest": (Inter.NEAREST, Image.NEAREST), "bilinear": (Inter.BILINEAR, Image.BILINEAR),
+                  "bicubic": (Inter.BICUBIC, Image.BICUBIC), "lanczos": (None, Image.LANCZOS)}
+
+
+def _interpolation(name, library):
+    known = sorted(key for key, modes in INTERPOLATIONS.items() if modes[library] is not None)
+    if name not in known:
+        raise UserInputError(f"unknown interpolation '{name}', expected one of {known}")
+    return INTERPOLATIONS[name][library]
 
 
 def interpolation_mode(name):
-    if name not in INTERPOLATIONS:
-        raise UserInputError(f"unknown interpolation '{name}', expected one of {sorted(INTERPOLATIONS)}")
-    return INTERPOLATIONS[name]
+    """MindSpore's resize mode of an interpolation name."""
+    return _interpolation(name, 0)
+
+
+def pil_interpolation(name):
+    """PIL's resampling filter of an interpolation name."""
+    return _interpolation(name, 1)
 
 
 def resize_size(args):
@@ -52,9 +65,6 @@ def eval_transforms(args):
             vision.CenterCrop(args.image_size)] + normalize_ops(args)
 
 
-PIL_INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-
-
 def imagenet_train_transforms(args, seed=None):
     """Encoded bytes -> C++ RandomResizedCrop (decoding only the crop), flip, timm's `auto_augment` policy,
     C++ normalisation, random erasing.
@@ -69,7 +79,7 @@ def imagenet_train_transforms(args, seed=None):
         # as timm's create_transform: geometric ops fill with the mean colour and use the configured
         # interpolation
         style = GeometryStyle(fill=[min(255, round(255 * m)) for m in args.mean],
-                              resample=PIL_INTERPOLATIONS[args.interpolation])
+                              resample=pil_interpolation(args.interpolation))
         ops.append(augmentation_from_string(args.auto_augment, style=style, seed=seed))
     ops += normalize_ops(args)
     if args.re_prob > 0:

@@ -5,16 +5,16 @@ bias), MLP, drop path and layer scale. Parameter names follow unilm / timm (`att
 `attn.q_bias`, `attn.relative_position_bias_table`, `gamma_1`, `mlp.fc1`), so published weights map
 by name; only LayerNorm's weight / bias are called gamma / beta in MindSpore.
 """
-import itertools
 import math
+import zlib
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Constant, TruncatedNormal, Zero, initializer
 
-from src.models.conv import Conv2d
-from src.models.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, Softmax
+from src.ops.conv import Conv2d
+from src.ops.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, Softmax
 
 
 def trunc_normal(shape, std=0.02):
@@ -54,17 +54,17 @@ class PatchEmbed(nn.Cell):
 
 NOISE_STATE = "noise_calls"
 _UINT32 = 0xFFFFFFFF
-_noise_streams = itertools.count()
-_noise_seed = 0
 
 
-def set_noise_seed(seed):
-    """Seed of the ResumableUniform cells built from now on, numbered anew in build order, so that a
-    network built after the same call draws the same noise in any process. train.py passes seed + rank:
-    data-parallel ranks draw different drop-path and MAE masks."""
-    global _noise_seed, _noise_streams
-    _noise_seed = int(seed)
-    _noise_streams = itertools.count()
+def seed_noise(network, seed):
+    """Give each ResumableUniform of `network` its stream, hashed from `seed` and the cell's path in the network
+    (e.g. "blocks.3.drop_path.noise"): the same network draws the same noise in any process, whatever was built
+    before it. create_model seeds with 0; training passes seed + rank, so data-parallel ranks draw different
+    drop-path and MAE masks."""
+    for name, cell in network.cells_and_names():
+        if isinstance(cell, ResumableUniform):
+            cell.stream = zlib.crc32(f"{int(seed)}:{name}".encode())
+    return network
 
 
 def _hash32(h):
@@ -82,12 +82,12 @@ class ResumableUniform(nn.Cell):
     MindSpore's CPU random kernels keep their state inside the kernel, where no checkpoint reaches it, so
     a resumed run would draw other masks than an uninterrupted one. Here each draw hashes (stream, call
     count, element index); the call count is saved and restored with the weights, which makes resuming
-    exact. Streams differ per cell (in build order) and per `set_noise_seed`.
+    exact. Each cell draws its own stream (see seed_noise).
     """
 
-    def __init__(self):
+    def __init__(self, stream=0):
         super().__init__()
-        self.stream = (_noise_seed * 7919 + next(_noise_streams)) & _UINT32
+        self.stream = stream
         self.noise_calls = ms.Parameter(ms.Tensor(0, ms.int64), name=NOISE_STATE, requires_grad=False)
 
     def construct(self, shape):
@@ -252,8 +252,14 @@ def frozen(network, prefix):
     return network
 
 
-def rescale_residual_projections(blocks):
-    """Divide each block's output projections by sqrt(2 * layer), as BEiT's `fix_init_weight`."""
-    for layer, block in enumerate(blocks, start=1):
+def drop_path_rates(rate, depth):
+    """Stochastic depth rising linearly from 0 at the first block to `rate` at the last."""
+    return [rate * i / max(depth - 1, 1) for i in range(depth)]
+
+
+def rescale_residual_projections(blocks, first_layer=1):
+    """Divide each block's output projections by sqrt(2 * layer), layers numbered from `first_layer`, as BEiT's
+    `fix_init_weight`."""
+    for layer, block in enumerate(blocks, start=first_layer):
         for param in (block.attn.proj.weight, block.mlp.fc2.weight):
             param.set_data(param / math.sqrt(2.0 * layer))

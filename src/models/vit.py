@@ -9,8 +9,24 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from src.models.layers import Block, PatchEmbed, RelativePositionBias, dense, layer_norm, rescale_residual_projections
+from src.models.layers import (
+    Block,
+    PatchEmbed,
+    RelativePositionBias,
+    dense,
+    drop_path_rates,
+    layer_norm,
+    rescale_residual_projections,
+)
 
+# config key -> VisionTransformer argument, for the ViT classifier families (BEiT, MAE's fine-tuning ViTs)
+VIT_CONFIG_KEYS = {"num_classes": "num_classes", "drop_path_rate": "drop_path_rate", "image_size": "img_size",
+                   "patch_size": "patch_size", "embed_dim": "embed_dim", "depth": "depth", "num_heads": "num_heads",
+                   "mlp_ratio": "mlp_ratio", "linear_probe": "head_bn"}
+# BEiT's own options
+BEIT_CONFIG_KEYS = {"init_values": "init_values", "rel_pos_bias": "use_rel_pos_bias",
+                    "shared_rel_pos_bias": "use_shared_rel_pos_bias", "abs_pos_emb": "use_abs_pos_emb",
+                    "use_mean_pooling": "use_mean_pooling"}
 
 class VisionTransformer(nn.Cell):
     """Constructor arguments carry unilm's names; `qkv_bias`: "qv" (BEiT), True (a plain bias) or False;
@@ -37,7 +53,7 @@ class VisionTransformer(nn.Cell):
         self.use_shared_rel_pos_bias = use_shared_rel_pos_bias
         if use_shared_rel_pos_bias:
             self.rel_pos_bias = RelativePositionBias(grid, num_heads)
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linearly increasing
+        rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.CellList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], init_values,
                   window_size=grid if use_rel_pos_bias else None)

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from src.errors import UserInputError
-from src.tools.progress import progress
+from src.runtime.progress import progress
 
 SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
 LAYER_NORMS = re.compile(r"(^|\.)(norm\d?|fc_norm|cls_pt_norm)\.(weight|bias)$")

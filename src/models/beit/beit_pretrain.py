@@ -7,15 +7,14 @@ vocabulary. BEiT v2's CLS pretraining (`early_layers`, `head_layers`): the [CLS]
 last block joins the patch tokens of block `early_layers` in a shallow `cls_pt_layers` head that
 predicts the same masked tokens, so the [CLS] token must aggregate the image.
 """
-import math
 
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import TruncatedNormal, initializer
 
-from src.models.layers import Block, dense, frozen, layer_norm
-from src.models.registry import register_model
-from src.models.vit import VisionTransformer
+from src.models.layers import Block, dense, drop_path_rates, frozen, layer_norm, rescale_residual_projections
+from src.models.registry import model_family, register_model
+from src.models.vit import BEIT_CONFIG_KEYS, VIT_CONFIG_KEYS, VisionTransformer
 
 
 class VisionTransformerForMaskedImageModeling(VisionTransformer):
@@ -33,15 +32,13 @@ class VisionTransformerForMaskedImageModeling(VisionTransformer):
         if self.use_cls_pretraining:
             self.early_layers = early_layers
             total = max(depth, early_layers + head_layers)
-            rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+            rates = drop_path_rates(drop_path_rate, total)
             block0 = self.blocks[0]
             self.cls_pt_layers = nn.CellList([
                 Block(embed_dim, block0.attn.num_heads, kwargs.get("mlp_ratio", 4.0), kwargs.get("qkv_bias", "qv"),
                       rates[layer], kwargs.get("init_values"), window_size=None)
                 for layer in range(early_layers, early_layers + head_layers)])
-            for layer, block in enumerate(self.cls_pt_layers, start=early_layers + 1):  # as unilm's init
-                for param in (block.attn.proj.weight, block.mlp.fc2.weight):
-                    param.set_data(param / math.sqrt(2.0 * layer))
+            rescale_residual_projections(self.cls_pt_layers, first_layer=early_layers + 1)  # as unilm's init
             self.shared_lm_head = shared_lm_head
             if not shared_lm_head:
                 self.cls_pt_norm = layer_norm(embed_dim)
@@ -103,26 +100,34 @@ LARGE = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.
 PRETRAIN = dict(qkv_bias="qv", use_abs_pos_emb=False, use_rel_pos_bias=False, use_shared_rel_pos_bias=True)
 
 
-def _mim(defaults, num_classes=None, **kwargs):
-    del num_classes  # no classifier: the vocabulary is the output
+MIM_CONFIG_KEYS = {**{key: argument for key, argument in {**VIT_CONFIG_KEYS, **BEIT_CONFIG_KEYS}.items()
+                      if key not in ("num_classes", "linear_probe", "use_mean_pooling")},
+                   "vocab_size": "vocab_size", "early_layers": "early_layers", "head_layers": "head_layers",
+                   "shared_lm_head": "shared_lm_head"}
+# no classifier: the vocabulary is the output
+MIM = model_family("beit_mim", MIM_CONFIG_KEYS, VisionTransformerForMaskedImageModeling, VisionTransformer,
+                   exclude=("num_classes", "use_mean_pooling", "head_bn"))
+
+
+def _mim(defaults, **kwargs):
     return VisionTransformerForMaskedImageModeling(**{**PRETRAIN, **defaults, **kwargs})
 
 
-@register_model
+@register_model(MIM)
 def beit_base_patch16_224_8k_vocab(**kwargs):
     return _mim(dict(BASE, init_values=0.1), **kwargs)
 
 
-@register_model
+@register_model(MIM)
 def beit_large_patch16_224_8k_vocab(**kwargs):
     return _mim(dict(LARGE, init_values=1e-5), **kwargs)
 
 
-@register_model
+@register_model(MIM)
 def beit_base_patch16_224_8k_vocab_cls_pt(**kwargs):
     return _mim(dict(BASE, init_values=0.1, early_layers=9, head_layers=2), **kwargs)
 
 
-@register_model
+@register_model(MIM)
 def beit_large_patch16_224_8k_vocab_cls_pt(**kwargs):
     return _mim(dict(LARGE, init_values=1e-5, early_layers=21, head_layers=2), **kwargs)

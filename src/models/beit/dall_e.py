@@ -12,8 +12,8 @@ import mindspore as ms
 from mindspore import nn
 from mindspore.common.initializer import Normal
 
-from src.models.conv import Conv2d
-from src.models.registry import register_model
+from src.models.registry import model_family, register_model
+from src.ops.conv import Conv2d
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -72,7 +72,11 @@ class DalleEncoder(nn.Cell):
         return logits.argmax(axis=1).reshape(logits.shape[0], -1).astype(ms.int32)
 
 
-@register_model
+# a tokenizer's common arguments (img_size, as_tokenizer) mean nothing to it: any size, only a tokenizer
+DALLE = model_family("dall_e", {}, DalleEncoder, extra=("img_size", "as_tokenizer"))
+
+
+@register_model(DALLE)
 def dall_e_encoder(img_size=None, as_tokenizer=True, **kwargs):
     """The published 8192-token encoder (`encoder.pkl`); any input size (a multiple of 8), only a tokenizer."""
     del img_size, as_tokenizer

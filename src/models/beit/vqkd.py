@@ -12,7 +12,7 @@ import numpy as np
 from mindspore import nn, ops
 
 from src.models.layers import dense, frozen
-from src.models.registry import register_model
+from src.models.registry import model_family, register_model
 from src.models.vit import VisionTransformer
 
 
@@ -180,22 +180,28 @@ def init_codebook_with_kmeans(vqkd, images):
     vqkd.quantize.cluster_size.set_data(ms.Tensor(sizes))
 
 
-def _vqkd(defaults, num_classes=None, drop_path_rate=None, **kwargs):
-    del num_classes, drop_path_rate  # no classifier, no stochastic depth
+# no classifier, no stochastic depth
+VQKD_FAMILY = model_family("vqkd", {key: key for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                                                         "decoder_depth", "codebook_size", "codebook_dim",
+                                                         "codebook_decay")}
+                           | {"image_size": "img_size"}, VQKD)
+
+
+def _vqkd(defaults, **kwargs):
     return VQKD(**{**defaults, **kwargs})
 
 
-@register_model
+@register_model(VQKD_FAMILY)
 def vqkd_encoder_base_decoder_3x768x12_clip(**kwargs):
     """The tokenizer BEiT v2 recommends: 3-block decoder, distilled from CLIP ViT-B/16 (512-d features)."""
     return _vqkd(dict(decoder_depth=3, decoder_out_dim=512), **kwargs)
 
 
-@register_model
+@register_model(VQKD_FAMILY)
 def vqkd_encoder_base_decoder_1x768x12_clip(**kwargs):
     return _vqkd(dict(decoder_depth=1, decoder_out_dim=512), **kwargs)
 
 
-@register_model
+@register_model(VQKD_FAMILY)
 def vqkd_encoder_base_decoder_1x768x12_dino(**kwargs):
     return _vqkd(dict(decoder_depth=1, decoder_out_dim=768), **kwargs)

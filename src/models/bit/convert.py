@@ -10,7 +10,7 @@ import re
 import numpy as np
 
 from src.errors import UserInputError
-from src.tools.progress import progress
+from src.runtime.progress import progress
 
 _NPZ_CONV = "standardized_conv2d/kernel"
 _NPZ_UNIT_PARTS = {"a": "1", "b": "2", "c": "3"}

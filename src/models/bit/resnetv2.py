@@ -12,9 +12,9 @@ from mindspore import nn, ops
 from mindspore.common.initializer import HeNormal, Zero
 
 from src.errors import UserInputError
-from src.models.conv import Conv2d
-from src.models.cpu_kernels import GroupNorm, Standardize
-from src.models.registry import register_model
+from src.models.registry import model_family, register_model
+from src.ops.conv import Conv2d
+from src.ops.cpu_kernels import GroupNorm, Standardize
 
 GROUPS = 32
 
@@ -118,38 +118,41 @@ class ResNetV2(nn.Cell):
         return x.reshape(x.shape[0], -1)
 
 
-def _bit(default_layers, default_width_factor, img_size=None, **kwargs):
-    del img_size  # fully convolutional: any input size works
+BIT = model_family("bit", {"num_classes": "num_classes", "layers": "layers", "width_factor": "width_factor"},
+                   ResNetV2)
+
+
+def _bit(default_layers, default_width_factor, **kwargs):
     kwargs.setdefault("layers", default_layers)
     kwargs.setdefault("width_factor", default_width_factor)
     return ResNetV2(**kwargs)
 
 
-@register_model
+@register_model(BIT)
 def bit_m_r50x1(**kwargs):
     return _bit([3, 4, 6, 3], 1, **kwargs)
 
 
-@register_model
+@register_model(BIT)
 def bit_m_r50x3(**kwargs):
     return _bit([3, 4, 6, 3], 3, **kwargs)
 
 
-@register_model
+@register_model(BIT)
 def bit_m_r101x1(**kwargs):
     return _bit([3, 4, 23, 3], 1, **kwargs)
 
 
-@register_model
+@register_model(BIT)
 def bit_m_r101x3(**kwargs):
     return _bit([3, 4, 23, 3], 3, **kwargs)
 
 
-@register_model
+@register_model(BIT)
 def bit_m_r152x2(**kwargs):
     return _bit([3, 8, 36, 3], 2, **kwargs)
 
 
-@register_model
+@register_model(BIT)
 def bit_m_r152x4(**kwargs):
     return _bit([3, 8, 36, 3], 4, **kwargs)

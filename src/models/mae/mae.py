@@ -11,9 +11,9 @@ import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, XavierUniform, initializer
 
-from src.models.cpu_kernels import RowMean, Standardize
 from src.models.layers import Block, PatchEmbed, ResumableUniform, dense, layer_norm
-from src.models.registry import register_model
+from src.models.registry import model_family, register_model
+from src.ops.cpu_kernels import RowMean, Standardize
 
 
 def sincos_1d(embed_dim, positions):
@@ -152,24 +152,30 @@ class MaePretrainLoss(nn.Cell):
         return self.mae(images)[0]
 
 
-def _mae(defaults, num_classes=None, img_size=224, drop_path_rate=None, **kwargs):
-    del num_classes, drop_path_rate  # no head; MAE pretrains without stochastic depth
-    return MaskedAutoencoderViT(img_size=img_size, **dict(defaults, **kwargs))
+# no head; MAE pretrains without stochastic depth
+MAE = model_family("mae", {key: key for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                                                "mask_ratio", "norm_pix_loss", "decoder_embed_dim", "decoder_depth",
+                                                "decoder_num_heads")} | {"image_size": "img_size"},
+                   MaskedAutoencoderViT)
+
+
+def _mae(defaults, **kwargs):
+    return MaskedAutoencoderViT(**dict(defaults, **kwargs))
 
 
 DECODER = dict(decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0)
 
 
-@register_model
+@register_model(MAE)
 def mae_vit_base_patch16(**kwargs):
     return _mae(dict(DECODER, patch_size=16, embed_dim=768, depth=12, num_heads=12), **kwargs)
 
 
-@register_model
+@register_model(MAE)
 def mae_vit_large_patch16(**kwargs):
     return _mae(dict(DECODER, patch_size=16, embed_dim=1024, depth=24, num_heads=16), **kwargs)
 
 
-@register_model
+@register_model(MAE)
 def mae_vit_huge_patch14(**kwargs):
     return _mae(dict(DECODER, patch_size=14, embed_dim=1280, depth=32, num_heads=16), **kwargs)

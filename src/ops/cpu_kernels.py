@@ -10,8 +10,8 @@ train step. `csrc/cpu_kernels.cc` does each in one or two passes, in parallel; `
 does convolutions (used by conv.py) with the oneDNN sgemm MindSpore ships. They are compiled with the
 machine's g++ on first use and cached per source and machine (`$XDG_CACHE_HOME`, else ~/.cache). The cells
 below are the nn cells they replace, with the same parameters; they use MindSpore's kernels off the CPU,
-for inputs other than float32, where nothing can be compiled (a warning says why) or when
-FUSED_CPU_KERNELS=0.
+for inputs other than float32, where nothing can be compiled (a warning says why) or when switched off
+(`use_fused_cpu_kernels(False)`, or FUSED_CPU_KERNELS=0 in the environment at start).
 """
 import functools
 import glob
@@ -32,6 +32,7 @@ COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-pthread", "-shared", "-
 # tuned for the machine it runs on, which is also the one it is compiled on; retried without where refused
 NATIVE_FLAGS = ["-march=native"]
 DISABLE_VARIABLE = "FUSED_CPU_KERNELS"
+_switch = {"enabled": os.environ.get(DISABLE_VARIABLE, "1") != "0"}
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +106,15 @@ def library_path(name):
     return None
 
 
+def use_fused_cpu_kernels(enabled):
+    """Switch the fused kernels on or off for the cells built from now on; returns the previous setting."""
+    previous, _switch["enabled"] = _switch["enabled"], bool(enabled)
+    return previous
+
+
 def fused_kernels_enabled(library="cpu_kernels"):
-    """True when the fused kernels of `library` serve this process: CPU target, not disabled, compiled."""
-    return (ms.get_context("device_target") == "CPU" and os.environ.get(DISABLE_VARIABLE, "1") != "0"
-            and library_path(library) is not None)
+    """True when the fused kernels of `library` serve this process: CPU target, switched on, compiled."""
+    return ms.get_context("device_target") == "CPU" and _switch["enabled"] and library_path(library) is not None
 
 
 def _custom_op(entry, out_shape, out_dtype, bprop=None, library="cpu_kernels"):
@@ -250,12 +256,21 @@ class BiasAdd(nn.Cell):
 
 
 class Dense(nn.Dense):
-    """nn.Dense whose bias addition is fused on the CPU."""
+    """nn.Dense without activation whose bias addition is fused on the CPU; same parameters and names."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.has_bias and fused_kernels_enabled():
+        if self.activation_flag:
+            raise ValueError("Dense takes no activation")
+        if self.has_bias:
             self.bias_add = BiasAdd()
+
+    def construct(self, x):
+        shape = x.shape
+        out = self.matmul(x.reshape(-1, shape[-1]), self.weight)
+        if self.has_bias:
+            out = self.bias_add(out, self.bias)
+        return out.reshape(shape[:-1] + (out.shape[-1],))
 
 
 class LayerNorm(nn.LayerNorm):

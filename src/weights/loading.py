@@ -1,56 +1,41 @@
-"""Checkpoint files: atomic writes, loads with clear errors, and weight loading for fine-tuning."""
-import os
-import tempfile
-
+"""Weights into a built network: names and shapes checked (load_weights), from any file a user may name: a
+MindSpore .ckpt of this repository (its EMA weights for inference when present) or a published checkpoint,
+converted on the way (pretrained_weights)."""
 import mindspore as ms
 import numpy as np
 
-from src.errors import UserInputError, first_line
+from src.errors import UserInputError
 from src.models.layers import NOISE_STATE
-
-EMA_PREFIX = "ema."
-
-
-def save_checkpoint(save_obj, path, append_dict=None, skip=None):
-    """Write a .ckpt so that `path` is either the old file or the complete new one, never a part.
-
-    `save_obj` is a Cell, or a {name: array or Tensor} dict; parameters whose name `skip` accepts are left out.
-    """
-    if isinstance(save_obj, dict):
-        save_obj = [{"name": name, "data": value if isinstance(value, ms.Tensor) else ms.Tensor(value)}
-                    for name, value in save_obj.items()]
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    os.close(handle)
-    try:
-        ms.save_checkpoint(save_obj, tmp_path, append_dict=append_dict,
-                           choice_func=None if skip is None else lambda name: not skip(name))
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
+from src.weights.checkpoint import EMA_PREFIX, load_checkpoint, network_weights
+from src.weights.published import convert_published_weights, read_published_weights
 
 
-def load_checkpoint(path):
-    """{name: Parameter} of a .ckpt file; a missing or unreadable file is a UserInputError."""
-    if not path or not os.path.isfile(path):
-        raise UserInputError(f"checkpoint not found: {path}")
-    try:
-        return ms.load_checkpoint(os.fspath(path))
-    except Exception as err:  # MindSpore raises ValueError/RuntimeError variants for bad files
-        raise UserInputError(f"cannot read checkpoint {path} (corrupt or not a MindSpore .ckpt): "
-                             f"{first_line(err)}") from None
+def is_mindspore_checkpoint(path):
+    return str(path).endswith(".ckpt")
 
 
-def network_weights(param_dict, use_ema=False):
-    """The model weights of a training checkpoint: the EMA copies when asked for and present."""
-    weights = {name: value for name, value in param_dict.items() if not name.startswith(EMA_PREFIX)}
-    if use_ema:
-        for name, value in param_dict.items():
-            if name.startswith(EMA_PREFIX):
-                weights[name[len(EMA_PREFIX):]] = value
+def pretrained_weights(network, path):
+    """A checkpoint's model weights fitted to `network`: a ViT gets the shared relative position bias of
+    pretraining copied into its per-block tables and position tables resized, as when converting."""
+    if not is_mindspore_checkpoint(path):
+        return convert_published_weights(read_published_weights(path), network)
+    weights = {name: value.asnumpy() for name, value in network_weights(load_checkpoint(path)).items()}
+    if hasattr(network, "blocks") and hasattr(network, "patch_embed") and is_vit_state_dict(weights):
+        weights = convert_vit_weights(weights, network)
     return weights
+
+
+def load_inference_weights(network, path, use_ema=True):
+    """Load a checkpoint's weights for evaluation / prediction: its EMA weights when it has them and
+    `use_ema` is set. Returns whether the EMA weights were used."""
+    if not is_mindspore_checkpoint(path):
+        load_weights(network, pretrained_weights(network, path), path)
+        return False
+    checkpoint = load_checkpoint(path)
+    use_ema = use_ema and any(name.startswith(EMA_PREFIX) for name in checkpoint)
+    load_weights(network, network_weights(checkpoint, use_ema=use_ema), path)
+    return use_ema
 
 
 def load_weights(network, weights, source, head_prefixes=(), missing_ok=(), skip=None, log=print):

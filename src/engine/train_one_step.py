@@ -2,8 +2,8 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.models.cpu_kernels import squared_sum_op
-from src.trainers.ema import EMA
+from src.engine.ema import EMA
+from src.ops.cpu_kernels import squared_sum_op
 
 _scale = ops.MultitypeFuncGraph("scale")
 

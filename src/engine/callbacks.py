@@ -6,11 +6,10 @@ import os
 import time
 
 import mindspore as ms
-import numpy as np
 from mindspore.train.callback import Callback
 
-from src.tools.checkpoint import save_checkpoint
-from src.tools.evaluation import evaluate
+from src.engine.evaluation import evaluate
+from src.weights.checkpoint import save_checkpoint
 
 
 def _step_in_epoch(global_step, steps_per_epoch):
@@ -202,16 +201,3 @@ class CheckpointAndEval(Callback):
                                    eval_loss=metrics["loss"])
         if self.save:
             self._save(self.last_dir, epoch, step, keep=self.keep_max)
-
-
-def resume_state(param_dict, steps_per_epoch):
-    """(global step, (best_acc, best_epoch)) stored in a checkpoint written by CheckpointAndEval; a
-    checkpoint without a step (older, or epoch-end only) resumes at the end of its epoch."""
-    def scalar(name, default):
-        value = param_dict.get(name)
-        return default if value is None else np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value).item()
-
-    step = scalar("step_num", None)
-    if step is None:
-        step = scalar("epoch_num", 0) * steps_per_epoch
-    return int(step), (float(scalar("best_acc", 0.0)), int(scalar("best_epoch", 0)))

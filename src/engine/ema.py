@@ -2,8 +2,8 @@
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.models.cpu_kernels import ema_update_op
-from src.tools.checkpoint import EMA_PREFIX
+from src.ops.cpu_kernels import ema_update_op
+from src.weights.checkpoint import EMA_PREFIX
 
 _ema_update = ops.MultitypeFuncGraph("ema_update")
 _fused_ema_update = ops.MultitypeFuncGraph("fused_ema_update")

@@ -1,7 +1,7 @@
 """Top-1 / top-5 accuracy and cross-entropy of a classifier over a dataset."""
 import numpy as np
 
-from src.tools.progress import progress
+from src.runtime.progress import progress
 
 
 def evaluate(network, dataset, show_progress=False):

@@ -10,7 +10,7 @@ kernels are the fast ones and are kept.
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.models.cpu_kernels import convolution_op
+from src.ops.cpu_kernels import convolution_op
 
 
 def _symmetric_padding(conv):
