@@ -47,7 +47,11 @@ class Conv2d(nn.Conv2d):
         """x convolved with `weight`, without the bias: (B, O, OH, OW), or (B, OH * OW, O) with `tokens`."""
         if self.fused_conv is not None and x.dtype == ms.float32:
             return self.fused_conv(x, weight, self.geometry)
-        out = self.unfold_matmul(x, weight) if self.as_matmul else self.conv2d(x, weight)
+        if self.as_matmul:
+            out = self.unfold_matmul(x, weight)
+        else:
+            out = ops.conv2d(x, weight, stride=self.stride, pad_mode=self.pad_mode, padding=self.padding,
+                             dilation=self.dilation, groups=self.group)
         if self.tokens:
             return out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 2, 1)
         return out
@@ -65,5 +69,5 @@ class Conv2d(nn.Conv2d):
     def construct(self, x):
         out = self.convolve(x, self.weight)
         if self.has_bias:
-            out = out + self.bias if self.tokens else self.bias_add(out, self.bias)
+            out = out + self.bias if self.tokens else ops.bias_add(out, self.bias)
         return out

@@ -262,12 +262,13 @@ class Dense(nn.Dense):
         super().__init__(*args, **kwargs)
         if self.activation_flag:
             raise ValueError("Dense takes no activation")
+        self.matmul_transposed = ops.MatMul(transpose_b=True)  # weight is (out, in), as nn.Dense's
         if self.has_bias:
             self.bias_add = BiasAdd()
 
     def construct(self, x):
         shape = x.shape
-        out = self.matmul(x.reshape(-1, shape[-1]), self.weight)
+        out = self.matmul_transposed(x.reshape(-1, shape[-1]), self.weight)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out.reshape(shape[:-1] + (out.shape[-1],))
