@@ -69,7 +69,8 @@ DEFAULTS = {
     "resume": (None, "checkpoint to resume training from (epoch, optimizer, loss scale, EMA)"),
     # ===== Dataset ===== #
     "set": ("CIFAR10", "dataset: CIFAR10, ImageNet, ImageFolder (unlabeled images, for pretraining)"),
-    "file_list": (None, "ImageFolder: a file of image paths relative to data_url, one per line"),
+    "file_list": (None, "a file of image paths relative to data_url, one per line: ImageFolder reads those; "
+                        "ImageNet trains on those of train/ only (a labeled subset; val/ is evaluated whole)"),
     "data_url": ("./data", "dataset folder"),
     "train_url": ("./output", "folder for checkpoints and logs"),
     "image_size": (224, "training / evaluation crop size"),

@@ -16,7 +16,8 @@ from timm.models.beit import Beit as TimmBeit
 from timm.models.beit import Block as TimmBlock
 
 from src.models import create_model
-from src.models.beit.vqkd import NormEMAVectorQuantizer, kmeans_codebook
+from src.models.beit.beit_pretrain import MaskedImageModelingLoss
+from src.models.beit.vqkd import NormEMAVectorQuantizer, VqkdDistillLoss, kmeans_codebook
 from src.models.vit_convert import convert_vit_weights
 from src.weights.checkpoint import load_checkpoint
 from src.weights.loading import load_weights, pretrained_weights
@@ -221,6 +222,86 @@ def test_codebook_ema_update_follows_unilm():
     quantizer.set_train(False)  # evaluation leaves the codebook alone
     quantizer(ms.Tensor(z))
     np.testing.assert_allclose(quantizer.embedding.weight.asnumpy(), expected, atol=1e-6)
+
+
+def unilm_cross_entropy(logits, input_ids, bool_masked_pos):
+    """unilm's engine_for_pretraining: CrossEntropyLoss(model(x, bool_masked_pos), input_ids[bool_masked_pos]),
+    the model returning the logits of the masked patches only."""
+    mask = torch.from_numpy(bool_masked_pos)
+    return F.cross_entropy(torch.from_numpy(logits)[mask], torch.from_numpy(input_ids).long()[mask])
+
+
+@pytest.mark.parametrize("cls_pt", [False, True])
+def test_masked_image_modeling_loss_equals_unilms(cls_pt):
+    """BEiT: the cross-entropy of the masked patches' logits; BEiT v2: the same for both heads, summed."""
+    heads = dict(early_layers=1, head_layers=1) if cls_pt else {}
+    model = create_model("beit_base_patch16_224_8k_vocab" + ("_cls_pt" if cls_pt else ""), **TINY, depth=2,
+                         vocab_size=48, init_values=0.1, **heads)
+    tokenizer = create_model("dall_e_encoder", n_hid=16, n_blk_per_group=1, vocab_size=48)
+    loss_cell = MaskedImageModelingLoss(model, tokenizer)
+    loss_cell.set_train(False)
+    rng = np.random.default_rng(4)
+    images = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    tokenizer_images = rng.random((3, 3, 32, 32)).astype(np.float32)
+    bool_masked_pos = rng.random((3, 16)) < 0.4
+    ours = float(loss_cell(ms.Tensor(images), ms.Tensor(tokenizer_images), ms.Tensor(bool_masked_pos)).asnumpy())
+    input_ids = tokenizer(ms.Tensor(tokenizer_images)).asnumpy()
+    outputs = model(ms.Tensor(images), ms.Tensor(bool_masked_pos))
+    outputs = outputs if cls_pt else (outputs,)
+    expected = sum(float(unilm_cross_entropy(logits.asnumpy(), input_ids, bool_masked_pos)) for logits in outputs)
+    assert abs(ours - expected) < 1e-5
+
+
+def unilm_quantize(z, codebook, cluster_size, decay, beta=1.0):
+    """unilm's NormEMAVectorQuantizer.forward in training mode (its formulas, in PyTorch): (z_q, loss, indices,
+    new codebook, new cluster_size) for z (B, N, C)."""
+    z = F.normalize(z, dim=-1)
+    flat = z.reshape(-1, z.shape[-1])
+    d = flat.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1) - 2 * torch.einsum("bd,nd->bn", flat,
+                                                                                              codebook)
+    indices = torch.argmin(d, dim=1)
+    z_q = F.embedding(indices, codebook).view(z.shape)
+    encodings = F.one_hot(indices, codebook.shape[0]).type(z.dtype)
+    bins = encodings.sum(0)
+    cluster_size = cluster_size * decay + bins * (1 - decay)
+    zero_mask = bins == 0
+    bins = bins.masked_fill(zero_mask, 1.0)
+    embed_normalized = F.normalize(((flat.t() @ encodings) / bins.unsqueeze(0)).t(), dim=-1)
+    embed_normalized = torch.where(zero_mask[..., None], codebook, embed_normalized)
+    new_codebook = F.normalize(codebook * decay + embed_normalized * (1 - decay), dim=-1)
+    loss = beta * F.mse_loss(z_q, z)
+    return z_q, loss, indices, new_codebook, cluster_size
+
+
+def test_vqkd_distillation_loss_and_codebook_update_equal_unilms():
+    """VQ-KD's loss (commitment + 1 - cosine to the teacher's features, unilm's calculate_rec_loss) and its EMA
+    codebook step, against unilm's formulas on the same tensors."""
+    sizes = dict(**TINY, depth=1, decoder_depth=1, codebook_size=12, codebook_dim=8, decoder_out_dim=32,
+                 codebook_decay=0.9)
+    vqkd = create_model("vqkd_encoder_base_decoder_1x768x12_clip", **sizes)
+    teacher = create_model("beit_base_patch16_224", **TINY, depth=1, num_classes=0, init_values=0.1)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    loss_cell = VqkdDistillLoss(vqkd, teacher, mean, std)
+    images = np.random.default_rng(5).random((2, 3, 32, 32)).astype(np.float32)
+    codebook = vqkd.quantize.embedding.weight.asnumpy().copy()
+    cluster_size = vqkd.quantize.cluster_size.asnumpy().copy()
+    vqkd.set_train(False)  # the tensors unilm's quantizer receives, before any update
+    z = vqkd.encode_task_layer(vqkd.encoder.forward_patch_tokens(ms.Tensor(images * 2 - 1))).asnumpy()
+    target = teacher.forward_patch_tokens(
+        ms.Tensor((images - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1)), ms.float32)).asnumpy()
+    z_q, commitment, indices, new_codebook, new_cluster_size = unilm_quantize(
+        torch.from_numpy(z), torch.from_numpy(codebook), torch.from_numpy(cluster_size), decay=0.9)
+    code_map = ms.Tensor(z_q.numpy().transpose(0, 2, 1).reshape(2, 8, 4, 4))
+    reconstruction = vqkd.decode_task_layer(vqkd.decoder.forward_patch_tokens(code_map)).asnumpy()
+    rec, tgt = F.normalize(torch.from_numpy(reconstruction), dim=-1), F.normalize(torch.from_numpy(target), dim=-1)
+    expected = float(commitment + (1 - (tgt * rec).sum(-1)).mean())
+
+    loss_cell.set_train(True)
+    ours = float(loss_cell(ms.Tensor(images), ms.Tensor(np.zeros(2, np.int32))).asnumpy())
+    assert abs(ours - expected) < 1e-5
+    np.testing.assert_allclose(vqkd.quantize.embedding.weight.asnumpy(), new_codebook.numpy(), atol=1e-6)
+    np.testing.assert_allclose(vqkd.quantize.cluster_size.asnumpy(), new_cluster_size.numpy(), atol=1e-6)
+    assert len(set(indices.tolist())) > 1  # the update moved several codes
 
 
 def test_kmeans_codebook_finds_separated_clusters():

@@ -55,6 +55,21 @@ def ks_limit(n, m):
 
 # ----- folders ----- #
 
+def test_file_list_trains_on_a_labeled_subset_and_evaluates_all_of_val(imagenet, tmp_path):
+    _, samples = scan_class_folders(os.path.join(imagenet, "train"))
+    chosen = [samples[0], samples[6], samples[7], samples[12]]  # classes 0, 1, 1, 2
+    listing = tmp_path / "labeled.txt"
+    listing.write_text("".join(os.path.relpath(path, imagenet) + "\n" for path, _ in chosen))
+    args = imagenet_args(imagenet, "--file_list", str(listing))
+    labels = np.concatenate([batch[1] for batch in create_dataset(args, training=True)
+                             .create_tuple_iterator(num_epochs=1, output_numpy=True)])
+    assert sorted(labels.tolist()) == sorted(label for _, label in chosen)
+    assert create_dataset(args, training=False).get_dataset_size() == 2  # 6 val images in batches of 4
+    listing.write_text("train/no_such_class/x.JPEG\n")
+    with pytest.raises(UserInputError, match="not images in the class folders"):
+        create_dataset(args, training=True)
+
+
 def test_class_folders_sorted_and_checked(imagenet, tmp_path):
     classes, samples = scan_class_folders(os.path.join(imagenet, "train"))
     assert classes == sorted(classes) and len(samples) == 15

@@ -1,5 +1,8 @@
-"""MAE: masking, loss, pretraining on real photos, and the fine-tuning ViT against timm."""
+"""MAE: masking, loss, the pretraining model against the authors' code, pretraining on real photos, and the
+fine-tuning ViT against timm."""
+import os
 import re
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -119,6 +122,56 @@ def test_pretraining_checkpoint_converts_into_the_fine_tuning_model(tmp_path):
     assert not any(name.startswith(("decoder", "mask_token")) for name in converted)
     np.testing.assert_array_equal(converted["blocks.11.attn.qkv.weight"].asnumpy(),
                                   mae.blocks[11].attn.qkv.weight.asnumpy())
+
+
+class FixedNoise(ms.nn.Cell):
+    """Stands in for the model's masking noise, so that both implementations remove the same patches."""
+
+    def __init__(self, noise):
+        super().__init__()
+        self.noise = ms.Tensor(noise)
+
+    def construct(self, shape):
+        return self.noise
+
+
+def test_pretraining_equals_the_authors_mae_with_a_converted_checkpoint(tmp_path):
+    """facebookresearch/mae's MaskedAutoencoderViT (tests/reference/mae): the whole pretraining model, decoder
+    included, converted from the authors' layout through conv_pt2ckpt.py, on the same images and mask."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+    try:
+        from mae.models_mae import MaskedAutoencoderViT as AuthorsMae
+    finally:
+        sys.path.remove(os.path.join(ROOT, "tests", "reference"))
+    sizes = dict(patch_size=8, embed_dim=32, depth=2, num_heads=4, decoder_embed_dim=16, decoder_depth=2,
+                 decoder_num_heads=2, norm_pix_loss=True)
+    torch.manual_seed(0)
+    reference = AuthorsMae(img_size=32, **sizes).eval()
+    with torch.no_grad():  # unit norms, zero biases and tokens would hide mistakes: perturb everything
+        for name, param in reference.named_parameters():
+            if "pos_embed" not in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    path = tmp_path / "mae_pretrain_tiny.pth"
+    torch.save({"model": reference.state_dict()}, path)
+    ckpt = str(tmp_path / "mae_tiny.ckpt")
+    model_args = "{" + ", ".join(f"{key}: {value}" for key, value in sizes.items()) + "}"
+    result = run_script("conv_pt2ckpt.py", "--pth_file", str(path), "--ckpt_file", ckpt, "--arch",
+                        "mae_vit_base_patch16", "--img_size", "32", "--model_args", model_args)
+    assert result.returncode == 0, result.stderr
+    ours = create_model("mae_vit_base_patch16", img_size=32, **sizes)
+    load_weights(ours, load_checkpoint(ckpt), ckpt)
+    ours.set_train(False)
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    noise = rng.random((2, 16)).astype(np.float32)
+    ours.noise = FixedNoise(noise)
+    loss, pred, mask = (output.asnumpy() for output in ours(ms.Tensor(images)))
+    with torch.no_grad():
+        their_loss, their_pred, their_mask = (output.numpy() for output in reference(
+            torch.from_numpy(images), 0.75, torch.from_numpy(noise)))
+    np.testing.assert_array_equal(mask, their_mask)
+    assert np.abs(pred - their_pred).max() < 1e-5
+    assert abs(float(loss) - float(their_loss)) < 1e-5
 
 
 def test_pretrained_encoder_loads_at_another_resolution():

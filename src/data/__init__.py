@@ -5,7 +5,7 @@ import mindspore.dataset as ds
 
 from src.data.augment.mixup import Mixup
 from src.data.cifar10 import load_cifar10
-from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
+from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled, select_listed
 from src.data.mim_views import MaskedImageModelingViews
 from src.data.transforms import (
     cifar_train_transforms,
@@ -45,6 +45,8 @@ def _imagenet(args, training, num_shards, shard_id):
     classes, samples = scan_class_folders(folder)
     if len(classes) != args.num_classes:
         raise UserInputError(f"{folder} has {len(classes)} class folders but num_classes is {args.num_classes}")
+    if training and args.file_list:  # a labeled subset, e.g. a few images per class
+        samples = select_listed(samples, args.data_url, args.file_list)
     dataset = _image_files(samples, training, num_shards, shard_id)
     seed = args.seed + (shard_id or 0)
     return dataset, len(samples), imagenet_train_transforms(args, seed) if training else imagenet_eval_transforms(args)

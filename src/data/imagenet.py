@@ -47,15 +47,33 @@ def _warn(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def read_file_list(root, file_list):
+    """The paths a file list names, one per line, relative to `root`."""
+    if not os.path.isfile(file_list):
+        raise UserInputError(f"file list not found: {file_list}")
+    with open(file_list, encoding="utf-8") as f:
+        return [os.path.join(root, line.strip()) for line in f if line.strip()]
+
+
+def select_listed(samples, root, file_list):
+    """The [(path, label)] of `samples` that `file_list` names (paths relative to `root`), in their order."""
+    listed = {os.path.normpath(path) for path in read_file_list(root, file_list)}
+    selected = [(path, label) for path, label in samples if os.path.normpath(path) in listed]
+    unknown = listed - {os.path.normpath(path) for path, _ in selected}
+    if unknown:
+        raise UserInputError(f"{file_list} names {len(unknown)} file(s) that are not images in the class folders "
+                             f"of {root}, e.g. {sorted(unknown)[0]}")
+    if not selected:
+        raise UserInputError(f"{file_list} names no images")
+    return selected
+
+
 def scan_unlabeled(root, file_list=None):
     """[(path, 0)] of every image under `root`, or of the relative paths listed in `file_list`."""
     if not os.path.isdir(root):
         raise UserInputError(f"image folder not found: {root}")
     if file_list:
-        if not os.path.isfile(file_list):
-            raise UserInputError(f"file list not found: {file_list}")
-        with open(file_list, encoding="utf-8") as f:
-            paths = [os.path.join(root, line.strip()) for line in f if line.strip()]
+        paths = read_file_list(root, file_list)
     else:
         paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(root)
                        for name in names if _is_image_file(name))

@@ -68,7 +68,9 @@ class VisionTransformer(nn.Cell):
             self.head_norm = nn.BatchNorm1d(embed_dim, affine=False, eps=1e-6)
         if num_classes > 0:
             self.head = dense(embed_dim, num_classes)
-            self.head.weight.set_data(self.head.weight * init_scale)
+            # MAE's linear probe starts the head at std 0.01: LARS moves a weight in proportion to its norm
+            scale = 0.5 if head_bn else init_scale
+            self.head.weight.set_data(self.head.weight * scale)
         rescale_residual_projections(self.blocks)
 
     def with_cls_token(self, patches):

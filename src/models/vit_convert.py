@@ -16,7 +16,8 @@ from src.errors import UserInputError
 from src.runtime.progress import progress
 
 SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
-LAYER_NORMS = re.compile(r"(^|\.)(norm\d?|fc_norm|cls_pt_norm)\.(weight|bias)$")
+# norm, norm1, fc_norm, cls_pt_norm, decoder_norm: every LayerNorm of these models is named so
+LAYER_NORMS = re.compile(r"(^|\.)((?:[a-z_]+_)?norm\d?)\.(weight|bias)$")
 
 
 def is_vit_state_dict(weights):

@@ -52,14 +52,15 @@ class Task:
     def build_networks(self, seed, log=print):
         """(the model to train, its frozen helper or None). The model's noise streams come from `seed`; it is
         initialised from `pretrained`: a classifier head of another class count, or one missing from a
-        pretraining checkpoint (with the fc_norm of mean pooling), starts anew."""
+        pretraining checkpoint, starts anew."""
         helper = self.build_helper(log)
         network = seed_noise(create_model_from_args(self.args, **self.model_arguments(helper)), seed)
         pretrained = self.args.pretrained
         if pretrained:
             head = getattr(network, "classifier_name", "head") + "."
+            # what a pretraining checkpoint lacks: the classifier, mean pooling's fc_norm, linear probing's BatchNorm
             load_weights(network, pretrained_weights(network, pretrained), pretrained,
-                         head_prefixes=(head,), missing_ok=(head, "fc_norm."), log=log)
+                         head_prefixes=(head,), missing_ok=(head, "fc_norm.", "head_norm."), log=log)
         return network, helper
 
 
