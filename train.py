@@ -8,14 +8,15 @@ import mindspore.dataset as ds
 from src.args import parse_args
 from src.data import create_dataset
 from src.engine.callbacks import CheckpointAndEval, MetricsFile, StepLogger
-from src.engine.loop import train_epochs
+from src.engine.loop import sink_size_for, train_epochs
 from src.engine.resume import resume_training
-from src.engine.train_one_step import create_train_step
+from src.engine.train_one_step import create_train_step, with_accumulation
 from src.errors import report_user_errors
+from src.models.layers import recompute_units
 from src.optim.optimizer import create_optimizer, current_learning_rate, schedule_param_names
-from src.optim.schedulers import create_lr_schedule
+from src.optim.schedulers import create_lr_schedule, peak_learning_rate
 from src.runtime.amp import apply_amp
-from src.runtime.context import init_context, init_data_parallel
+from src.runtime.context import init_context, init_data_parallel, sum_over_ranks
 from src.runtime.modelarts import UploadOutputs, fetch_inputs
 from src.tasks import create_task, unused_config_keys
 
@@ -43,11 +44,15 @@ def main(argv=None):
     # one shard when alone too: the sampler then visits the images in the order that the union of
     # the shards' batches does under data parallel, so both runs see the same global batches
     train_data = create_dataset(args, training=True, view=task.dataset_view, num_shards=group_size, shard_id=rank)
-    eval_data = create_dataset(args, training=False) if task.evaluates else None
+    eval_data = (create_dataset(args, training=False, num_shards=group_size, shard_id=rank) if task.evaluates
+                 else None)
     steps_per_epoch = train_data.get_dataset_size()
 
     network, helper = task.build_networks(seed=args.seed + rank, log=log)
+    if args.recompute:
+        log(f"recompute: {recompute_units(network)} blocks recompute their activations in the backward pass")
     network = apply_amp(network, args.amp_level, args.keep_bn_fp32)
+    args.base_lr, lr_note = peak_learning_rate(args, group_size)
     lr_schedule = create_lr_schedule(args, steps_per_epoch)
     optimizer = create_optimizer(args, network, lr_schedule)
     train_cell = create_train_step(args, task.loss_cell(network, helper), optimizer)
@@ -62,19 +67,21 @@ def main(argv=None):
         log(f"nothing to do: the checkpoint is at epoch {start_step // steps_per_epoch} of {args.epochs}")
         return
 
-    log(f"training {args.arch} on {args.set}: {steps_per_epoch} steps per epoch, batch {args.batch_size} "
-        f"x {group_size} device(s), epochs {start_step // steps_per_epoch + 1}..{args.epochs}")
+    log(f"training {args.arch} on {args.set}: {steps_per_epoch} steps per epoch, {lr_note}, "
+        f"epochs {start_step // steps_per_epoch + 1}..{args.epochs}")
     writes_outputs = rank == 0 or args.save_all_ranks
     metrics = MetricsFile(os.path.join(args.train_url, "metrics.jsonl"), start_step) if rank == 0 else None
     callbacks = [StepLogger(steps_per_epoch, args.log_interval, log, metrics=metrics,
-                            images_per_step=args.batch_size * group_size,
+                            images_per_step=args.batch_size * group_size * args.accum_steps,
                             lr_now=lambda: current_learning_rate(optimizer, lr_schedule)),
                  CheckpointAndEval(train_cell, network, eval_data, args, steps_per_epoch, rank=rank, best=best,
                                    save=writes_outputs, show_rank=distributed, skip=task.frozen_param,
-                                   metrics=metrics, log=log)]
+                                   metrics=metrics, log=log, sum_over_ranks=sum_over_ranks if distributed else None)]
     if remote_train_url and writes_outputs:
         callbacks.append(UploadOutputs(args.train_url, remote_train_url, rank))
-    train_epochs(train_cell, train_data, args.epochs, callbacks, start_step=start_step)
+    sink_size = sink_size_for(args, steps_per_epoch, accumulating=args.accum_steps > 1, log=log)
+    train_epochs(with_accumulation(train_cell, args.accum_steps), train_data, args.epochs, callbacks,
+                 start_step=start_step, sink_size=sink_size)
     log(f"training finished at epoch {args.epochs}")
 
 

@@ -2,16 +2,19 @@
 built from timm's blocks for MAE pretraining), on the same machine, in one run.
 
     python bench/train_step.py --arch beit_base_patch16_224 --batch 8 [--image_size 224] [--steps 5]
-        [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp]
+        [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp] [--recompute]
 
 Each side runs in its own process, one after the other (so neither competes with the other and each
 reports its own peak memory): MindSpore in GRAPH_MODE with the full train-one-step cell (dynamic loss
 scale, global-norm clip, EMA), PyTorch eager with the same optimizer, the same loss scaling, clip and EMA.
 Prints the median step time, images/s and peak memory of each, and the ratio of images/s (>1: faster here).
+With --recompute each side also runs with activation checkpointing (MindSpore's cell recompute of every
+block / unit; timm's set_grad_checkpointing), and the memory saved and the time added are printed for each.
 """
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -50,6 +53,15 @@ def peak_memory_mib(device, framework):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def time_steps(step, steps, sync):
     step()  # compile / warm up
     step()
@@ -71,6 +83,7 @@ def run_mindspore(args, spec, size_kwargs):
     from src.engine.criterion import LabelSmoothingCrossEntropy
     from src.engine.train_one_step import TrainOneStepCell
     from src.models import create_model
+    from src.models.layers import recompute_units
     from src.models.mae.mae import MaePretrainLoss
     from src.optim.optimizer import AdamW
 
@@ -84,6 +97,8 @@ def run_mindspore(args, spec, size_kwargs):
     if not args.arch.startswith("bit_"):  # BiT is fully convolutional: it takes any input size
         kwargs["img_size"] = args.image_size
     network = create_model(args.arch, **({} if pretraining else {"num_classes": NUM_CLASSES}), **kwargs)
+    if args.with_recompute:
+        recompute_units(network)
     if args.amp:
         network = ms.amp.auto_mixed_precision(network, "O2")
     if args.mode == "infer":
@@ -127,6 +142,8 @@ def run_torch(args, spec, size_kwargs):
     device = "cuda" if args.device == "GPU" else "cpu"
     torch.manual_seed(0)
     network = torch_reference(args, spec, size_kwargs).to(device)
+    if args.with_recompute:
+        network.set_grad_checkpointing(True)
     images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     labels = torch.randint(0, NUM_CLASSES, (args.batch,), device=device)
     pretraining = spec["reference"] == "mae"
@@ -184,29 +201,40 @@ def main():
     parser.add_argument("--tiny", action="store_true", help="a 2-block ViT / one-unit-per-stage BiT")
     parser.add_argument("--device", choices=["CPU", "GPU"], default="CPU")
     parser.add_argument("--amp", action="store_true", help="float16 compute (MindSpore O2, torch autocast)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="also run each side with activation checkpointing, and compare")
     parser.add_argument("--side", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--with_recompute", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         return run_side(args)
 
+    runs = [(side, recompute) for side in ("mindspore", "torch") for recompute in (False, True)
+            if recompute <= args.recompute]
     results = {}
-    for side in ("mindspore", "torch"):
-        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side]
+    for side, recompute in runs:
+        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side,
+                   *(["--with_recompute"] if recompute else [])]
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
         if done.returncode != 0:
             sys.exit(f"the {side} side failed:\n{done.stderr[-3000:]}")
-        results[side] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[side, recompute] = json.loads(done.stdout.strip().splitlines()[-1])
     name = f"{args.arch}{' (tiny)' if args.tiny else ''}"
     print(f"{name} {args.mode}, batch {args.batch}, {args.image_size}px, {args.device}"
-          f"{' AMP' if args.amp else ''}, {os.cpu_count()} CPU cores")
+          f"{' AMP' if args.amp else ''}; CPU: {cpu_name()}, {os.cpu_count()} cores")
     memory = "GPU memory" if args.device == "GPU" else "peak RSS"
-    for side, label in (("mindspore", "MindSpore"), ("torch", "PyTorch")):
-        seconds = results[side]["seconds"]
-        print(f"{label:9}: {seconds * 1000:9.1f} ms/step {args.batch / seconds:8.2f} images/s  "
-              f"{memory} {results[side]['peak_mib']:7.0f} MiB")
-    ratio = results["torch"]["seconds"] / results["mindspore"]["seconds"]
+    for side, recompute in runs:
+        label = {"mindspore": "MindSpore", "torch": "PyTorch"}[side] + (" recompute" if recompute else "")
+        seconds = results[side, recompute]["seconds"]
+        print(f"{label:19}: {seconds * 1000:9.1f} ms/step {args.batch / seconds:8.2f} images/s  "
+              f"{memory} {results[side, recompute]['peak_mib']:7.0f} MiB")
+    ratio = results["torch", False]["seconds"] / results["mindspore", False]["seconds"]
     print(f"ratio (images/s here / PyTorch): {ratio:.2f}x")
+    for side in ("mindspore", "torch") if args.recompute else ():
+        plain, recomputed = results[side, False], results[side, True]
+        print(f"recompute, {side}: peak memory {recomputed['peak_mib'] / plain['peak_mib'] - 1:+.0%}, "
+              f"step time {recomputed['seconds'] / plain['seconds'] - 1:+.0%}")
 
 
 if __name__ == "__main__":

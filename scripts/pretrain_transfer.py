@@ -9,12 +9,17 @@ DATA_DIR holds train/<class>/* and val/<class>/* images (any size, grey or colou
 3. the same ViT from random initialisation, the same recipe, images and optimizer steps;
 4. linear probing (mae_transfer_linprobe_cpu.yaml) of the frozen MAE encoder and of the frozen random one.
 
-Environment: LABELS_PER_CLASS (100), PRETRAIN_EPOCHS (from the config), FINETUNE_EPOCHS, LINPROBE_EPOCHS,
-SEED (0), BATCH_SIZE (the configs'). Prints a table, writes OUT_DIR/finetune_curves.png, and ends with one
-JSON line: {"scratch", "mae", "scratch_linprobe", "mae_linprobe": top-1 as fractions, "minutes"}.
+Pretraining runs for PRETRAIN_STEPS optimizer steps (default 1860: 60 epochs of 4000 images at batch 128)
+whatever the folder's size, so a small set is seen for more epochs rather than pretrained less.
+
+Environment: LABELS_PER_CLASS (100), PRETRAIN_STEPS (1860) or PRETRAIN_EPOCHS (wins when set),
+FINETUNE_EPOCHS, LINPROBE_EPOCHS (the configs'), SEED (0), BATCH_SIZE (the configs'). Prints a table, writes
+OUT_DIR/finetune_curves.png, and ends with one JSON line: {"scratch", "mae", "scratch_linprobe",
+"mae_linprobe": top-1 as fractions, "minutes"}.
 """
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,6 +31,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "src", "configs")
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+PRETRAIN_STEPS = 1860
 ARMS = (("mae", "finetune", True), ("scratch", "finetune", False),
         ("mae_linprobe", "linprobe", True), ("scratch_linprobe", "linprobe", False))
 
@@ -125,21 +131,30 @@ def main(data_dir, out_dir):
     labeled = os.path.join(out_dir, "labeled.txt")
     write_labeled_list(train, labels_per_class, seed, labeled)
 
-    def overrides(config, epochs_variable):
+    def overrides(config, epochs_variable, default_epochs=None):
         """Seed, epochs and batch from the environment; about eight evaluations per run, for the curves."""
         with open(config, encoding="utf-8") as f:
-            epochs = int(env.get(epochs_variable) or yaml.safe_load(f)["epochs"])
+            recipe = yaml.safe_load(f)
+        epochs = int(env.get(epochs_variable) or default_epochs or recipe["epochs"])
         extra = ["--seed", seed, "--epochs", epochs, "--eval_interval", max(1, epochs // 8)]
         if env.get("BATCH_SIZE"):
             extra += ["--batch_size", env["BATCH_SIZE"]]
         return extra
 
+    def pretrain_epochs(config, images):
+        """Epochs that make PRETRAIN_STEPS optimizer steps over `images` (the last partial batch dropped)."""
+        with open(config, encoding="utf-8") as f:
+            batch = int(env.get("BATCH_SIZE") or yaml.safe_load(f)["batch_size"])
+        steps_per_epoch = max(1, images // batch)
+        return math.ceil(int(env.get("PRETRAIN_STEPS", PRETRAIN_STEPS)) / steps_per_epoch)
+
     pretrain_url = os.path.join(out_dir, "mae_pretrain")
-    print(f"MAE pretraining on {sum(len(files) for files in train.values())} images of {data_dir}/train ...",
-          flush=True)
+    images = sum(len(files) for files in train.values())
     config = os.path.join(CONFIGS, "mae_transfer_pretrain_cpu.yaml")
+    extra = overrides(config, "PRETRAIN_EPOCHS", pretrain_epochs(config, images))
+    print(f"MAE pretraining on {images} images of {data_dir}/train, {extra[3]} epochs ...", flush=True)
     run("train.py", "--config", config, "--data_url", os.path.join(data_dir, "train"), "--train_url", pretrain_url,
-        *overrides(config, "PRETRAIN_EPOCHS"), log=os.path.join(out_dir, "mae_pretrain.log"))
+        *extra, log=os.path.join(out_dir, "mae_pretrain.log"))
     mae_checkpoint = latest_checkpoint(pretrain_url)
 
     results, curves = {}, {}

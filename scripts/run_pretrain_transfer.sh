@@ -2,8 +2,8 @@
 # MAE pretraining against random initialisation on a real image set, end to end through train.py / eval.py:
 #   bash scripts/run_pretrain_transfer.sh DATA_DIR OUT_DIR
 # DATA_DIR: train/<class>/* and val/<class>/* (e.g. python scripts/prepare_digit_folders.py DATA_DIR).
-# Environment: LABELS_PER_CLASS (100), PRETRAIN_EPOCHS, FINETUNE_EPOCHS, LINPROBE_EPOCHS (the configs'), SEED (0),
-# BATCH_SIZE. See scripts/pretrain_transfer.py; the last line printed is one JSON object.
+# Environment: LABELS_PER_CLASS (100), PRETRAIN_STEPS (1860) or PRETRAIN_EPOCHS, FINETUNE_EPOCHS, LINPROBE_EPOCHS
+# (the configs'), SEED (0), BATCH_SIZE. See scripts/pretrain_transfer.py; the last line printed is one JSON object.
 set -euo pipefail
 if [ $# -ne 2 ]; then
     echo "usage: bash scripts/run_pretrain_transfer.sh DATA_DIR OUT_DIR" >&2

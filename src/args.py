@@ -98,6 +98,8 @@ DEFAULTS = {
     # ===== Learning rate policy ===== #
     "optimizer": ("momentum", "momentum (SGD), rmsprop, adamw, lars (SGD with LARS trust ratios)"),
     "base_lr": (0.1, "peak learning rate"),
+    "blr": (None, "base learning rate per 256 images, as MAE's: when set, base_lr = blr x effective batch / 256 "
+                  "(effective batch: batch_size x devices x accum_steps)"),
     "min_lr": (1e-6, "final learning rate of the cosine schedule"),
     "lr_scheduler": ("cosine_lr", "cosine_lr, exp_decay_lr, constant_lr"),
     "warmup_length": (0.0, "warmup epochs (linear from warmup_lr to base_lr)"),
@@ -116,10 +118,15 @@ DEFAULTS = {
     "layer_decay": (1.0, "ViT layer-wise lr decay: block i's lr is scaled by decay^(depth + 1 - (i + 1))"),
     # ===== Training ===== #
     "epochs": (100, "training epochs"),
+    "recompute": (False, "activation checkpointing: each transformer block and BiT unit recomputes its "
+                         "activations in the backward pass (MindSpore's cell recompute)"),
+    "accum_steps": (1, "gradient accumulation: micro-batches of batch_size per optimizer step (an epoch is "
+                       "images / (batch_size x devices x accum_steps) optimizer steps)"),
     "amp_level": ("O0", "mixed precision: O0, O1, O2, O3 (O0 on CPU)"),
     "keep_bn_fp32": (True, "keep normalisation layers in float32 under O2/O3"),
     "loss_scale": (1024.0, "(initial) loss scale"),
     "is_dynamic_loss_scale": (False, "adjust the loss scale on overflow"),
+    "scale_window": (1000, "dynamic loss scale: double it after this many steps without overflow"),
     "use_global_norm": (False, "clip gradients by global norm"),
     "clip_global_norm_value": (1.0, "global norm to clip to"),
     "enable_ema": (False, "keep an exponential moving average of the weights"),
@@ -138,6 +145,9 @@ DEFAULTS = {
     "device_id": (0, "device index"),
     "device_num": (1, "devices in data-parallel training"),
     "graph_mode": (True, "GRAPH_MODE (True) or PYNATIVE_MODE (False)"),
+    "dataset_sink_mode": (None, "data sinking: sink_size steps per call on the device (unset: on for Ascend; "
+                                "MindSpore sinks on Ascend and GPU only)"),
+    "sink_size": (-1, "steps per data-sink call, dividing an epoch (-1: a whole epoch)"),
     "save_all_ranks": (False, "data parallel: every rank writes its checkpoints (train_url/ckpt_<rank>), "
                               "not only rank 0"),
     "run_modelarts": (False, "ModelArts / OpenI: copy obs:// inputs to cache_dir and outputs back through moxing"),
@@ -153,6 +163,8 @@ ALIASES = {
     "lr_warmup_epochs": "warmup_length",
     "enable_clip_norm": "use_global_norm",
     "gradient_norm": "clip_global_norm_value",
+    "update_freq": "accum_steps",  # unilm (BEiT)
+    "accum_iter": "accum_steps",  # MAE
 }
 
 
@@ -199,8 +211,8 @@ def parse_args(argv=None):
     pre_args, _ = pre.parse_known_args(argv)
 
     values = {key: default for key, (default, _) in DEFAULTS.items()}
-    if pre_args.config:
-        values.update(_checked_yaml(pre_args.config))
+    config = _checked_yaml(pre_args.config) if pre_args.config else {}
+    values.update(config)
 
     parser = _ArgumentParser(allow_abbrev=False, description="YAML config with command-line overrides")
     parser.add_argument("--config", default=None, help="YAML config file")
@@ -212,7 +224,34 @@ def parse_args(argv=None):
     if unknown:
         key = unknown[0].lstrip("-").split("=")[0]
         raise UserInputError(unknown_key_message(key, list(DEFAULTS) + list(ALIASES), "the command line"))
+    _check_values(args, config_keys=set(config), command_line_keys=_command_line_keys(argv))
     return args
+
+
+def _command_line_keys(argv):
+    """The canonical keys that `argv` sets."""
+    keys = set()
+    for token in argv:
+        if token.startswith("--"):
+            key = token[2:].split("=")[0]
+            keys.add(ALIASES.get(key, key))
+    return keys
+
+
+def _check_values(args, config_keys, command_line_keys):
+    """Values no key can hold on its own."""
+    if args.accum_steps != int(args.accum_steps) or args.accum_steps < 1:
+        raise UserInputError(f"accum_steps must be a whole number, 1 or more, got {args.accum_steps}")
+    if args.blr is not None:
+        try:
+            args.blr = float(args.blr)  # YAML reads 5e-4 (no dot) as text
+        except (TypeError, ValueError):
+            raise UserInputError(f"blr must be a number, got {args.blr!r}") from None
+        if "base_lr" in command_line_keys:
+            raise UserInputError(f"--base_lr conflicts with blr {args.blr}: the lr is blr x effective batch / 256; "
+                                 "pass --blr instead (or --blr null with --base_lr)")
+        if {"base_lr", "blr"} <= config_keys and "blr" not in command_line_keys:
+            raise UserInputError("the config sets both base_lr and blr: keep one")
 
 
 def split_arguments(argv):

@@ -23,6 +23,18 @@ def digits_cifar(tmp_path_factory):
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def small_digits(tmp_path_factory):
+    """128 training digits (4 steps of a global batch of 32) and 63 test digits (odd: two ranks cannot split
+    them evenly), in the CIFAR-10 layout."""
+    from prepare_digits_cifar10 import digits_as_cifar, write_cifar10_folder
+
+    (train_x, train_y), (test_x, test_y) = digits_as_cifar()
+    folder = tmp_path_factory.mktemp("small") / "cifar-10-batches-bin"
+    write_cifar10_folder(str(folder), (train_x[:128], train_y[:128]), (test_x[:63], test_y[:63]))
+    return str(folder)
+
+
 def switch_fused_kernels_off(request):
     """The fused CPU kernels off for the cells built from now on, until the test ends."""
     from src.ops.cpu_kernels import use_fused_cpu_kernels

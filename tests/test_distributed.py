@@ -1,5 +1,6 @@
 """scripts/run_distribute_train.sh: two msrun workers on the CPU against one process over the same global
 batch, a worker that dies, resuming afterwards, and the Ascend rank-table branch (with a stand-in python)."""
+import json
 import os
 import re
 import signal
@@ -8,13 +9,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_CONFIG
+from conftest import ROOT, TINY_CONFIG, run_script
 
 from src.weights.checkpoint import load_checkpoint
 
 # deterministic inputs (no crop offsets, no flips) so that a step sees the same images however they are
 # split over devices; a small lr keeps the tiny model's trajectory smooth enough to compare after 8 steps
-SAME_BATCHES = ["--crop_ratio", "1", "--hflip", "0", "--eval_interval", "0", "--log_interval", "1",
+SAME_BATCHES = ["--crop_ratio", "1", "--hflip", "0", "--eval_interval", "2", "--log_interval", "1",
                 "--base_lr", "0.01", "--warmup_lr", "0.001"]
 STEPS = 128 // 32
 
@@ -29,17 +30,6 @@ def script(name, *args, env=None, **kwargs):
 def finish(process, timeout=600):
     stdout, stderr = process.communicate(timeout=timeout)
     return process.returncode, stdout, stderr
-
-
-@pytest.fixture(scope="module")
-def small_digits(tmp_path_factory):
-    """128 training digits: 4 steps of a global batch of 32."""
-    from prepare_digits_cifar10 import digits_as_cifar, write_cifar10_folder
-
-    (train_x, train_y), (test_x, test_y) = digits_as_cifar()
-    folder = tmp_path_factory.mktemp("small") / "cifar-10-batches-bin"
-    write_cifar10_folder(str(folder), (train_x[:128], train_y[:128]), (test_x[:64], test_y[:64]))
-    return str(folder)
 
 
 def checkpoint_arrays(path):
@@ -63,26 +53,27 @@ def test_argument_errors_print_the_usage_line(name, args, message):
     assert lines[1] == f"error: {message}"
 
 
-def test_two_workers_end_identical_and_equal_to_one_process_over_the_global_batch(small_digits, tmp_path):
-    distributed = script("run_distribute_train.sh", "2", TINY_CONFIG, small_digits, str(tmp_path / "dp"),
-                         "--batch_size", "16", "--epochs", "2", "--save_all_ranks", "True", *SAME_BATCHES)
-    code, stdout, stderr = finish(distributed)
-    assert code == 0, stdout + stderr
-    single = script("run_standalone_train.sh", TINY_CONFIG, small_digits, str(tmp_path / "single"),
-                    "--batch_size", "32", "--epochs", "2", *SAME_BATCHES)
-    code, single_log, stderr = finish(single)
-    assert code == 0, single_log + stderr
+@pytest.fixture(scope="module")
+def single_process(small_digits, tmp_path_factory):
+    """(train_url, log) of one process over the global batch of 32, two epochs."""
+    train_url = tmp_path_factory.mktemp("single")
+    code, log, stderr = finish(script("run_standalone_train.sh", TINY_CONFIG, small_digits, str(train_url),
+                                      "--batch_size", "32", "--epochs", "2", *SAME_BATCHES))
+    assert code == 0, log + stderr
+    assert (train_url / "log" / "train.log").read_text() == log
+    return train_url, log
 
-    logs = {rank: (tmp_path / "dp" / "log" / f"worker_{rank}.log").read_text() for rank in (0, 1)}
+
+def assert_two_workers_equal_one_process(train_url, single_process):
+    """Both ranks end identical; their weights and the mean of their per-step losses equal one process's."""
+    single_url, single_log = single_process
+    logs = {rank: (train_url / "log" / f"worker_{rank}.log").read_text() for rank in (0, 1)}
     for rank, log in logs.items():
-        assert f"[rank {rank}] training bit_m_r50x1 on CIFAR10: {STEPS} steps per epoch, batch 16 x 2 device(s)" in log
         assert f"[rank {rank}] training finished at epoch 2" in log
-    assert (tmp_path / "single" / "log" / "train.log").read_text() == single_log
-
     name = f"-2_{STEPS}.ckpt"
-    rank0 = checkpoint_arrays(tmp_path / "dp" / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
-    rank1 = checkpoint_arrays(tmp_path / "dp" / "ckpt_0001" / f"bit_m_r50x1_0001{name}")
-    alone = checkpoint_arrays(tmp_path / "single" / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
+    rank0 = checkpoint_arrays(train_url / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
+    rank1 = checkpoint_arrays(train_url / "ckpt_0001" / f"bit_m_r50x1_0001{name}")
+    alone = checkpoint_arrays(single_url / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
     assert rank0.keys() == rank1.keys() == alone.keys()
     for key in rank0:
         np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
@@ -95,14 +86,40 @@ def test_two_workers_end_identical_and_equal_to_one_process_over_the_global_batc
         # hold the ranks' mean to the single process's.
         difference = np.abs(rank0[key] - alone[key])
         assert difference.max() <= 0.05 * np.abs(alone[key]).max(), key
-    assert any(np.abs(rank0[key] - checkpoint_arrays(tmp_path / "dp" / "ckpt_0000" / f"bit_m_r50x1_0000-1_{STEPS}.ckpt")
-                      [key]).max() > 1e-3 for key in rank0 if key.endswith("weight"))  # it did train
-    # the per-step losses: the mean of the ranks' is the single process's
+    first_epoch = checkpoint_arrays(train_url / "ckpt_0000" / f"bit_m_r50x1_0000-1_{STEPS}.ckpt")
+    assert any(np.abs(rank0[key] - first_epoch[key]).max() > 1e-3 for key in rank0 if key.endswith("weight"))
     losses = {rank: [float(v) for v in re.findall(rf"^\[rank {rank}\] epoch: \d step: \d, loss is ([0-9.]+)$",
                                                    log, re.M)] for rank, log in logs.items()}
     single_losses = [float(v) for v in re.findall(r"^epoch: \d step: \d, loss is ([0-9.]+)$", single_log, re.M)]
-    assert len(single_losses) == 2 * STEPS
+    assert len(single_losses) == len(losses[0]) == 2 * STEPS
     np.testing.assert_allclose((np.array(losses[0]) + np.array(losses[1])) / 2, single_losses, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [["--batch_size", "16"], ["--batch_size", "4", "--accum_steps", "4"]],
+                         ids=["batch16", "batch4_accum4"])
+def test_two_workers_end_identical_and_equal_to_one_process_over_the_global_batch(small_digits, single_process,
+                                                                                  batch, tmp_path):
+    code, stdout, stderr = finish(script("run_distribute_train.sh", "2", TINY_CONFIG, small_digits,
+                                         str(tmp_path / "dp"), *batch, "--epochs", "2", "--save_all_ranks", "True",
+                                         *SAME_BATCHES))
+    assert code == 0, stdout + stderr
+    for rank in (0, 1):
+        log = (tmp_path / "dp" / "log" / f"worker_{rank}.log").read_text()
+        assert (f"[rank {rank}] training bit_m_r50x1 on CIFAR10: {STEPS} steps per epoch, effective batch 32 "
+                f"(batch_size {batch[1]} x 2 device(s) x accum_steps {batch[3] if len(batch) > 2 else 1})") in log
+    assert_two_workers_equal_one_process(tmp_path / "dp", single_process)
+    # each rank evaluated its share of the 63 test digits (32 and 31); combined, they are one process's numbers
+    checkpoint = tmp_path / "dp" / "ckpt_0000" / f"bit_m_r50x1_0000-2_{STEPS}.ckpt"
+    alone = run_script("eval.py", "--config", TINY_CONFIG, "--data_url", small_digits, "--pretrained",
+                       str(checkpoint), "--batch_size", "16", "--crop_ratio", "1")
+    assert alone.returncode == 0, alone.stderr
+    alone = json.loads(alone.stdout.splitlines()[-1])
+    with open(tmp_path / "dp" / "metrics.jsonl", encoding="utf-8") as lines:
+        evaluated = [record for record in map(json.loads, lines) if "top1" in record]
+    assert [record["epoch"] for record in evaluated] == [2] and alone["num_samples"] == 63
+    assert {key: evaluated[0][key] for key in ("top1", "top5", "num_samples")} == \
+        {key: alone[key] for key in ("top1", "top5", "num_samples")}
+    assert evaluated[0]["eval_loss"] == pytest.approx(alone["loss"], rel=1e-6)
 
 
 def wait_for(predicate, timeout, what):

@@ -14,7 +14,7 @@ SCRIPT = os.path.join(ROOT, "scripts", "run_pretrain_transfer.sh")
 
 
 def run_transfer(data, out, **env):
-    variables = {**os.environ, "GLOG_v": "3", "LABELS_PER_CLASS": "4", "PRETRAIN_EPOCHS": "1",
+    variables = {**os.environ, "GLOG_v": "3", "LABELS_PER_CLASS": "4", "PRETRAIN_STEPS": "30",
                  "FINETUNE_EPOCHS": "2", "LINPROBE_EPOCHS": "2", "BATCH_SIZE": "8", **env}
     return subprocess.run(["bash", SCRIPT, str(data), str(out)], cwd=ROOT, env=variables, capture_output=True,
                           text=True, timeout=1200)
@@ -34,6 +34,7 @@ def test_the_transfer_script_reports_every_arm_and_draws_the_curves(digits, tmp_
     assert list(summary) == ["scratch", "mae", "scratch_linprobe", "mae_linprobe", "minutes"]
     assert all(0.0 <= summary[arm] <= 1.0 for arm in ("scratch", "mae", "scratch_linprobe", "mae_linprobe"))
     assert "MAE fine-tuning - scratch" in result.stdout
+    assert "MAE pretraining on 120 images of" in result.stdout and ", 2 epochs ..." in result.stdout  # 30 steps
     with open(tmp_path / "out" / "finetune_curves.png", "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(tmp_path / "out" / "labeled.txt") as listed:

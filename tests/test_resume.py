@@ -134,7 +134,7 @@ def test_metrics_records_count_overflow_steps_and_carry_the_loss_scale(tmp_path)
     path.write_text('{"epoch": 1, "step": 2, "loss": 2.0, "overflow_count": 5}\n', encoding="utf-8")
     logger = StepLogger(steps_per_epoch=2, log_interval=1, log=lambda message: None,
                         metrics=MetricsFile(str(path), start_step=2), images_per_step=4, lr_now=lambda: 0.1)
-    params = CallbackParams(cur_epoch_num=2, cur_step_num=2, net_outputs=None)
+    params = CallbackParams(cur_epoch_num=2, cur_step_num=2, net_outputs=None, steps_in_call=1)
     context = RunContext(params)
     logger.on_train_epoch_begin(context)
     for overflow, scale in ((True, 512.0), (False, 512.0)):

@@ -32,7 +32,7 @@ def accuracies(log):
 def trained(digits_cifar, tmp_path_factory):
     train_url = tmp_path_factory.mktemp("run")
     log = train(digits_cifar, train_url, "--epochs", "3", "--enable_ema", "True", "--ema_decay", "0.9",
-                "--keep_checkpoint_max", "2")
+                "--keep_checkpoint_max", "2", "--dataset_sink_mode", "True")
     return train_url, log
 
 
@@ -40,6 +40,8 @@ def test_training_logs_in_the_seed_format_and_learns(trained):
     _, log = trained
     losses = [float(v) for v in re.findall(r"^epoch: \d+ step: \d+, loss is ([0-9.]+)$", log, re.M)]
     assert len(losses) == 3 * 3  # steps 20, 40 and the last of each epoch
+    assert log.count("dataset_sink_mode: MindSpore sinks data on Ascend and GPU only; the CPU trains step by "
+                     "step") == 1
     assert re.search(rf"^epoch: 3 step: {STEPS}, loss is ", log, re.M)
     assert len(re.findall(r"^epoch time: [0-9.]+ ms, per step time: [0-9.]+ ms$", log, re.M)) == 3
     assert losses[-1] < losses[0] * 0.7

@@ -23,10 +23,19 @@ def uses_mixup(args):
     return args.mix_up > 0 or args.cutmix > 0
 
 
+def evaluation_share(rows, num_shards, shard_id):
+    """The rows one rank evaluates: r, r + n, r + 2n, ... Every row is evaluated exactly once over the ranks
+    (MindSpore's own sharding evens the shards out by repeating rows)."""
+    return rows if not num_shards else rows[shard_id::num_shards]
+
+
 def _cifar10(args, training, num_shards, shard_id):
     images, labels = load_cifar10(args.data_url, training)
     if labels.max() >= args.num_classes:
         raise UserInputError(f"{args.data_url} has labels up to {labels.max()} but num_classes is {args.num_classes}")
+    if not training:
+        images, labels = (evaluation_share(rows, num_shards, shard_id) for rows in (images, labels))
+        num_shards = shard_id = None
     dataset = ds.NumpySlicesDataset({"image": images, "label": labels}, shuffle=training,
                                     num_shards=num_shards, shard_id=shard_id)
     return dataset, len(images), cifar_train_transforms(args) if training else eval_transforms(args)
@@ -47,6 +56,9 @@ def _imagenet(args, training, num_shards, shard_id):
         raise UserInputError(f"{folder} has {len(classes)} class folders but num_classes is {args.num_classes}")
     if training and args.file_list:  # a labeled subset, e.g. a few images per class
         samples = select_listed(samples, args.data_url, args.file_list)
+    if not training:
+        samples = evaluation_share(samples, num_shards, shard_id)
+        num_shards = shard_id = None
     dataset = _image_files(samples, training, num_shards, shard_id)
     seed = args.seed + (shard_id or 0)
     return dataset, len(samples), imagenet_train_transforms(args, seed) if training else imagenet_eval_transforms(args)
@@ -72,7 +84,7 @@ def create_dataset(args, training, view="labeled", num_shards=None, shard_id=Non
     assert view in VIEWS, view
     masked_image_modeling = view == "masked_image_modeling"
     dataset, num_samples, transforms = DATASETS[args.set](args, training, num_shards, shard_id)
-    if num_shards and num_samples < num_shards:
+    if training and num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
     # Python augmentations draw from one generator: with several workers the draw order varies between runs
     workers = 1 if args.deterministic else max(1, args.num_parallel_workers)
@@ -83,11 +95,15 @@ def create_dataset(args, training, view="labeled", num_shards=None, shard_id=Non
     else:
         dataset = dataset.map(transforms, input_columns="image", num_parallel_workers=workers)
         dataset = dataset.map(lambda label: label.astype("int32"), input_columns="label")
+    # a training batch holds the accum_steps micro-batches of one optimizer step
+    batch_size = args.batch_size * args.accum_steps if training else args.batch_size
     per_device = num_samples // (num_shards or 1)
-    if training and per_device < args.batch_size:
-        raise UserInputError(f"batch_size {args.batch_size} is larger than the {per_device} training images "
+    if training and per_device < batch_size:
+        raise UserInputError(f"batch_size {args.batch_size} x accum_steps {args.accum_steps} is larger than the "
+                             f"{per_device} training images of this device" if args.accum_steps > 1 else
+                             f"batch_size {args.batch_size} is larger than the {per_device} training images "
                              "of this device")
-    dataset = dataset.batch(args.batch_size, drop_remainder=training, num_parallel_workers=workers)
+    dataset = dataset.batch(batch_size, drop_remainder=training, num_parallel_workers=workers)
     if training and uses_mixup(args):
         mixup = Mixup(args.num_classes, mixup_alpha=args.mix_up, cutmix_alpha=args.cutmix, prob=args.mixup_prob,
                       switch_prob=args.switch_prob, label_smoothing=args.label_smoothing,

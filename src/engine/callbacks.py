@@ -17,6 +17,12 @@ def _step_in_epoch(global_step, steps_per_epoch):
     return (global_step - 1) % steps_per_epoch + 1
 
 
+def _crossed(step, steps_in_call, interval):
+    """Whether the last call (steps step - steps_in_call + 1 .. step) passed a multiple of `interval`: every
+    step when stepping, the group's end when sinking."""
+    return step // interval > (step - steps_in_call) // interval
+
+
 def _loss_value(net_outputs):
     loss = net_outputs[0] if isinstance(net_outputs, (tuple, list)) else net_outputs
     return float(loss.asnumpy()) if isinstance(loss, ms.Tensor) else float(loss)
@@ -86,7 +92,7 @@ class StepLogger(Callback):
         if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and bool(outputs[1].asnumpy()):
             self.overflow_steps += 1
             self.overflow_total += 1
-        if step % self.log_interval == 0 or step == self.steps_per_epoch:
+        if _crossed(step, params.steps_in_call, self.log_interval) or step == self.steps_per_epoch:
             loss = _loss_value(outputs)
             self.log(f"epoch: {params.cur_epoch_num} step: {step}, loss is {loss}")
             if self.metrics:
@@ -148,7 +154,7 @@ class CheckpointAndEval(Callback):
     """
 
     def __init__(self, train_cell, network, eval_dataset, args, steps_per_epoch, rank=0, best=(0.0, 0),
-                 save=True, show_rank=False, skip=None, metrics=None, log=print):
+                 save=True, show_rank=False, skip=None, metrics=None, log=print, sum_over_ranks=None):
         super().__init__()
         self.train_cell = train_cell
         self.network = network
@@ -167,6 +173,7 @@ class CheckpointAndEval(Callback):
         self.skip = skip
         self.metrics = metrics
         self.log = log
+        self.sum_over_ranks = sum_over_ranks
 
     def _save(self, folder, epoch, global_step, keep):
         path = os.path.join(folder, f"{self.prefix}-{epoch}_{_step_in_epoch(global_step, self.steps_per_epoch)}.ckpt")
@@ -181,7 +188,8 @@ class CheckpointAndEval(Callback):
     def on_train_step_end(self, run_context):
         params = run_context.original_args()
         step = params.cur_step_num
-        if self.save and self.save_steps > 0 and step % self.save_steps == 0 and step % self.steps_per_epoch:
+        if (self.save and self.save_steps > 0 and _crossed(step, params.steps_in_call, self.save_steps)
+                and step % self.steps_per_epoch):
             self._save(self.last_dir, params.cur_epoch_num, step, keep=self.keep_max)
 
     def on_train_epoch_end(self, run_context):
@@ -189,7 +197,7 @@ class CheckpointAndEval(Callback):
         epoch, step = params.cur_epoch_num, params.cur_step_num
         if self.eval_dataset is not None and self.eval_interval > 0 and epoch % self.eval_interval == 0:
             with ema_weights_in(self.train_cell) if self.use_ema else contextlib.nullcontext():
-                metrics = evaluate(self.network, self.eval_dataset)
+                metrics = evaluate(self.network, self.eval_dataset, sum_over_ranks=self.sum_over_ranks)
             if metrics["top1"] > self.best_acc or self.best_epoch == 0:
                 self.best_acc, self.best_epoch = metrics["top1"], epoch
                 if self.save:
@@ -198,6 +206,6 @@ class CheckpointAndEval(Callback):
                      f"best epoch: {self.best_epoch:04d}, acc is {self.best_acc}")
             if self.metrics:
                 self.metrics.write(epoch=epoch, step=step, top1=metrics["top1"], top5=metrics["top5"],
-                                   eval_loss=metrics["loss"])
+                                   eval_loss=metrics["loss"], num_samples=metrics["num_samples"])
         if self.save:
             self._save(self.last_dir, epoch, step, keep=self.keep_max)

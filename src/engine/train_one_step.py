@@ -1,4 +1,5 @@
-"""The train step: loss scaling (fixed or dynamic), gradient reduction, overflow skip, clipping, EMA."""
+"""The train step: loss scaling (fixed or dynamic), gradient reduction, overflow skip, clipping, EMA; and
+gradient accumulation over micro-batches."""
 import mindspore as ms
 from mindspore import nn, ops
 
@@ -8,9 +9,17 @@ from src.ops.cpu_kernels import squared_sum_op
 _scale = ops.MultitypeFuncGraph("scale")
 
 
+_accumulate = ops.MultitypeFuncGraph("accumulate")
+
+
 @_scale.register("Tensor", "Tensor")
 def _scale_tensor(factor, grad):
     return grad * factor.astype(grad.dtype)
+
+
+@_accumulate.register("Tensor", "Tensor", "Tensor")
+def _accumulate_tensor(keep, accumulated, grad):
+    return ops.assign(accumulated, accumulated * keep.astype(accumulated.dtype) + grad.astype(accumulated.dtype))
 
 
 class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
@@ -50,16 +59,25 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
             overflow = self.overflow_all_reduce(overflow.astype(ms.float32)) > 0
         return overflow
 
-    def construct(self, *inputs):
+    def scaled_gradients(self, *inputs):
+        """(loss, gradients of loss x scale) of one batch."""
         loss = self.network(*inputs)
-        scale = self.scale_sense
-        sens = ops.fill(loss.dtype, loss.shape, 1.0) * scale.astype(loss.dtype)
-        grads = self.grad(self.network, self.weights)(*inputs, sens)
+        sens = ops.fill(loss.dtype, loss.shape, 1.0) * self.scale_sense.astype(loss.dtype)
+        return loss, self.grad(self.network, self.weights)(*inputs, sens)
+
+    def construct(self, *inputs):
+        loss, grads = self.scaled_gradients(*inputs)
+        return self.apply_gradients(loss, grads)
+
+    def apply_gradients(self, loss, grads, micro_batches=1):
+        """The optimizer step from scaled gradients summed over `micro_batches` batches (their mean is the
+        gradient of the whole batch)."""
+        # the scale the gradients were computed with, read before process_loss_scale may raise it
+        factor = ops.reciprocal(self.scale_sense.astype(ms.float32) * micro_batches)
         grads = self.grad_reducer(grads)
         scaled_norm = ops.sqrt(ops.stack([self.squared_sum(grad) for grad in grads]).sum())
         overflow = self.process_loss_scale(self.gradients_overflow(scaled_norm))
         if not overflow:
-            factor = ops.reciprocal(scale.astype(ms.float32))
             if self.use_clip:
                 global_norm = scaled_norm * factor
                 factor = factor * self.clip_global_norm / ops.maximum(global_norm, self.clip_global_norm)
@@ -67,14 +85,73 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
             loss = ops.depend(loss, self.optimizer(grads))
             if self.use_ema:
                 loss = ops.depend(loss, self.ema())
-        return loss, overflow, scale
+        return loss, overflow, self.scale_sense
+
+
+class MicroBatchGradients(nn.Cell):
+    """Adds one micro-batch's scaled gradients to `accumulated` (`keep` 0 restarts the sum)."""
+
+    def __init__(self, step):
+        super().__init__(auto_prefix=False)
+        self.step = step
+        self.accumulated = step.weights.clone(prefix="accumulated", init="zeros")
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, keep, *inputs):
+        loss, grads = self.step.scaled_gradients(*inputs)
+        return ops.depend(loss, self.hyper_map(ops.partial(_accumulate, keep), self.accumulated, grads))
+
+
+class AccumulatedUpdate(nn.Cell):
+    """The optimizer step of `step` from the gradients `micro` accumulated over `micro_batches` batches."""
+
+    def __init__(self, step, micro, micro_batches):
+        super().__init__(auto_prefix=False)
+        self.step = step
+        self.accumulated = micro.accumulated
+        self.micro_batches = micro_batches
+
+    def construct(self, loss):
+        return self.step.apply_gradients(loss, self.accumulated, self.micro_batches)
+
+
+class GradientAccumulation:
+    """One optimizer step of `train_cell` per call, computed over `accum_steps` micro-batches: the batch
+    (accum_steps x b rows, as the dataset delivers it) is split into micro-batches of b whose gradients are
+    summed; the all-reduce, overflow check, loss-scale update, clip, optimizer and EMA then run once. Only one
+    micro-batch's activations are alive at a time. Returns what the train cell returns, with the loss the mean
+    of the micro-batches'."""
+
+    def __init__(self, train_cell, accum_steps):
+        self.train_cell = train_cell
+        self.accum_steps = accum_steps
+        self.micro = MicroBatchGradients(train_cell)
+        self.update = AccumulatedUpdate(train_cell, self.micro, accum_steps)
+        self.restart, self.add = ms.Tensor(0.0, ms.float32), ms.Tensor(1.0, ms.float32)
+
+    def set_train(self, mode=True):
+        self.train_cell.set_train(mode)
+        return self
+
+    def __call__(self, *batch):
+        rows = batch[0].shape[0] // self.accum_steps
+        loss_sum = 0.0
+        for index in range(self.accum_steps):
+            micro_batch = [column[index * rows:(index + 1) * rows] for column in batch]
+            loss_sum = loss_sum + self.micro(self.add if index else self.restart, *micro_batch)
+        return self.update(loss_sum / self.accum_steps)
+
+
+def with_accumulation(train_cell, accum_steps):
+    """What the loop calls each optimizer step: the train cell itself, or its GradientAccumulation."""
+    return train_cell if accum_steps == 1 else GradientAccumulation(train_cell, accum_steps)
 
 
 def create_train_step(args, network_with_loss, optimizer):
     """The train step the config asks for (loss scale kind, clipping, EMA)."""
     if args.is_dynamic_loss_scale:
         scale_sense = nn.DynamicLossScaleUpdateCell(loss_scale_value=float(args.loss_scale), scale_factor=2,
-                                                    scale_window=1000)
+                                                    scale_window=args.scale_window)
     else:
         scale_sense = ms.Tensor(float(args.loss_scale), ms.float32)
     return TrainOneStepCell(network_with_loss, optimizer, scale_sense,

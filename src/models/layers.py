@@ -221,6 +221,8 @@ class Attention(nn.Cell):
 class Block(nn.Cell):
     """Pre-norm transformer block with optional layer scale (`init_values` -> gamma_1, gamma_2)."""
 
+    recompute_unit = True  # see recompute_units
+
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop_path=0.0, init_values=None,
                  window_size=None):
         super().__init__()
@@ -241,6 +243,15 @@ class Block(nn.Cell):
             return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
         x = x + self.drop_path(attn)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def recompute_units(network):
+    """Activation checkpointing: every cell marked `recompute_unit` (transformer blocks, BiT units) keeps only
+    its input for the backward pass and recomputes the rest there. Returns how many cells were marked."""
+    units = [cell for _, cell in network.cells_and_names() if getattr(cell, "recompute_unit", False)]
+    for cell in units:
+        cell.recompute()
+    return len(units)
 
 
 def frozen(network, prefix):

@@ -8,6 +8,17 @@ from src.errors import UserInputError
 SCHEDULERS = ("cosine_lr", "exp_decay_lr", "constant_lr")
 
 
+def peak_learning_rate(args, devices):
+    """(lr, how it was set): base_lr, or MAE's blr x effective batch / 256 when blr is set."""
+    effective_batch = args.batch_size * devices * args.accum_steps
+    batch = f"effective batch {effective_batch} (batch_size {args.batch_size} x {devices} device(s) x " \
+            f"accum_steps {args.accum_steps})"
+    if args.blr is None:
+        return args.base_lr, f"{batch}, lr {args.base_lr:g}"
+    lr = args.blr * effective_batch / 256
+    return lr, f"{batch}, lr {lr:g} = blr {args.blr:g} x {effective_batch} / 256"
+
+
 def warmup_then(schedule, base_lr, warmup_lr, warmup_steps):
     """Replace the first `warmup_steps` of `schedule` by a linear ramp from warmup_lr to base_lr."""
     warmup_steps = min(warmup_steps, len(schedule))

@@ -3,6 +3,8 @@ import os
 
 import mindspore as ms
 import mindspore.dataset as ds
+import numpy as np
+from mindspore import ops
 from mindspore.communication import get_group_size, get_rank, init
 
 from src.errors import UserInputError
@@ -44,3 +46,13 @@ def init_data_parallel(args):
     ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                  device_num=group_size)
     return rank, group_size
+
+
+def sum_over_ranks(values):
+    """The sums over all ranks of a few float64 numbers (counts, loss sums). Collectives on the CPU take
+    float32 only: each value travels as float32 high and low parts, gathered and added in float64."""
+    values = np.asarray(values, np.float64)
+    high = values.astype(np.float32)
+    low = (values - high).astype(np.float32)
+    gathered = ops.AllGather()(ms.Tensor(np.concatenate([high, low])[None])).asnumpy().astype(np.float64)
+    return gathered[:, :len(values)].sum(axis=0) + gathered[:, len(values):].sum(axis=0)

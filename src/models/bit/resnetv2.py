@@ -49,6 +49,8 @@ class PreActBottleneck(nn.Cell):
     """Pre-activation bottleneck: GN-ReLU-conv1x1, GN-ReLU-conv3x3(stride), GN-ReLU-conv1x1 (each GN-ReLU one
     GroupNorm cell, fused on the CPU)."""
 
+    recompute_unit = True  # see src.models.layers.recompute_units
+
     def __init__(self, in_channels, out_channels, mid_channels, stride=1):
         super().__init__()
         self.gn1 = GroupNorm(GROUPS, in_channels, relu=True)
