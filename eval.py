@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: python eval.py --config C --data_url D --pretrained CKPT
 
 Shows progress on stderr (a bar on a terminal, plain lines in a log); prints top-1 / top-5 and, as the
-last line, one JSON object with top1, top5, loss and num_samples.
+last line, one JSON object with top1, top5, loss, num_samples (the images evaluated) and left_out (unreadable
+images, named in warnings and not counted).
 """
 import json
 
@@ -25,7 +26,8 @@ def main(argv=None):
     metrics = evaluate(network, create_dataset(args, training=False), show_progress=True)
     weights = "EMA weights" if use_ema else "weights"
     print(f"{args.arch} ({weights} of {args.pretrained}) on {args.set}: top-1 {metrics['top1']:.4f}, "
-          f"top-5 {metrics['top5']:.4f}, loss {metrics['loss']:.4f}, {metrics['num_samples']} images")
+          f"top-5 {metrics['top5']:.4f}, loss {metrics['loss']:.4f}, {metrics['num_samples']} images"
+          + (f" ({metrics['left_out']} unreadable left out)" if metrics["left_out"] else ""))
     print(json.dumps(metrics))
 
 

@@ -1,15 +1,16 @@
 """Train a model from a YAML config: python train.py --config src/configs/X.yaml [--key value ...]"""
 import os
 import socket
+import sys
 
 import mindspore as ms
 import mindspore.dataset as ds
 
 from src.args import parse_args
 from src.data import create_dataset
-from src.engine.callbacks import CheckpointAndEval, MetricsFile, StepLogger
+from src.engine.callbacks import CheckpointAndEval, DivergenceGuard, MetricsFile, StepLogger
 from src.engine.loop import sink_size_for, train_epochs
-from src.engine.resume import resume_training
+from src.engine.resume import fetch_newest_checkpoint, newest_checkpoint, resume_training
 from src.engine.train_one_step import create_train_step, with_accumulation
 from src.errors import report_user_errors
 from src.models.layers import recompute_units
@@ -18,6 +19,7 @@ from src.optim.schedulers import create_lr_schedule, peak_learning_rate
 from src.runtime.amp import apply_amp
 from src.runtime.context import init_context, init_data_parallel, sum_over_ranks
 from src.runtime.modelarts import UploadOutputs, fetch_inputs
+from src.runtime.signals import StopSignals
 from src.tasks import create_task, unused_config_keys
 
 
@@ -40,7 +42,7 @@ def main(argv=None):
     unused = unused_config_keys(args, task)
     if unused:
         log(f"warning: neither task {task.name} nor model {args.arch} reads {', '.join(unused)}: ignored")
-    remote_train_url = fetch_inputs(args, log)
+    remote_train_url = fetch_inputs(args, rank, log)
     # one shard when alone too: the sampler then visits the images in the order that the union of
     # the shards' batches does under data parallel, so both runs see the same global batches
     train_data = create_dataset(args, training=True, view=task.dataset_view, num_shards=group_size, shard_id=rank)
@@ -58,6 +60,12 @@ def main(argv=None):
     train_cell = create_train_step(args, task.loss_cell(network, helper), optimizer)
 
     start_step, best = 0, (0.0, 0)
+    if args.resume == "auto":
+        searched = os.path.join(remote_train_url or args.train_url, "ckpt_0000")
+        args.resume = (fetch_newest_checkpoint(remote_train_url, os.path.join(args.cache_dir, f"resume_{rank}"), log)
+                       if remote_train_url else newest_checkpoint(args.train_url, log=log))
+        log(f"resume auto: from {args.resume}" if args.resume else
+            f"resume auto: no checkpoint in {searched}; starting fresh")
     if args.resume:
         schedules = schedule_param_names(optimizer)
         start_step, best = resume_training(train_cell, args.resume, steps_per_epoch, log=log,
@@ -71,17 +79,30 @@ def main(argv=None):
         f"epochs {start_step // steps_per_epoch + 1}..{args.epochs}")
     writes_outputs = rank == 0 or args.save_all_ranks
     metrics = MetricsFile(os.path.join(args.train_url, "metrics.jsonl"), start_step) if rank == 0 else None
+    stop_signals = StopSignals(log)
+    checkpoints = CheckpointAndEval(train_cell, network, eval_data, args, steps_per_epoch, rank=rank, best=best,
+                                    save=writes_outputs, show_rank=distributed, skip=task.frozen_param,
+                                    metrics=metrics, log=log, sum_over_ranks=sum_over_ranks if distributed else None,
+                                    stop_signals=stop_signals)
     callbacks = [StepLogger(steps_per_epoch, args.log_interval, log, metrics=metrics,
                             images_per_step=args.batch_size * group_size * args.accum_steps,
-                            lr_now=lambda: current_learning_rate(optimizer, lr_schedule)),
-                 CheckpointAndEval(train_cell, network, eval_data, args, steps_per_epoch, rank=rank, best=best,
-                                   save=writes_outputs, show_rank=distributed, skip=task.frozen_param,
-                                   metrics=metrics, log=log, sum_over_ranks=sum_over_ranks if distributed else None)]
+                            lr_now=lambda: current_learning_rate(optimizer, lr_schedule),
+                            unreadable_images=train_data.unreadable_images), checkpoints,
+                 DivergenceGuard(args.is_dynamic_loss_scale, args.max_overflow_steps, steps_per_epoch,
+                                 last_checkpoint=lambda: newest_checkpoint(args.train_url, log=log))]
     if remote_train_url and writes_outputs:
         callbacks.append(UploadOutputs(args.train_url, remote_train_url, rank))
     sink_size = sink_size_for(args, steps_per_epoch, accumulating=args.accum_steps > 1, log=log)
-    train_epochs(with_accumulation(train_cell, args.accum_steps), train_data, args.epochs, callbacks,
-                 start_step=start_step, sink_size=sink_size)
+    with stop_signals:
+        train_epochs(with_accumulation(train_cell, args.accum_steps), train_data, args.epochs, callbacks,
+                     start_step=start_step, sink_size=sink_size)
+    if checkpoints.stopped:
+        if distributed:  # no rank exits (and makes the launcher stop the others) before rank 0 has saved
+            sum_over_ranks([0.0])
+        epoch, step, path = checkpoints.stopped
+        log(f"interrupted by {stop_signals.name} at epoch {epoch} step {step}; saved {path}; continue with "
+            "--resume auto")
+        sys.exit(128 + stop_signals.received)
     log(f"training finished at epoch {args.epochs}")
 
 

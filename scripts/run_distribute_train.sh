@@ -57,8 +57,32 @@ MSRUN_ARGS=(--worker_num="$WORKER_NUM" --local_worker_num="$DEVICE_NUM" --master
             --cluster_time_out="${CLUSTER_TIME_OUT:-600}")
 [ -n "${NODE_RANK:-}" ] && MSRUN_ARGS+=(--node_rank="$NODE_RANK")
 echo "msrun launch of $DEVICE_NUM of $WORKER_NUM workers; logs in $LOG_DIR"
-msrun "${MSRUN_ARGS[@]}" "${TRAIN_ARGS[@]}" --device_num "$WORKER_NUM" 2>&1 | tee "$LOG_DIR/msrun.log"
-STATUS=${PIPESTATUS[0]}
+msrun "${MSRUN_ARGS[@]}" "${TRAIN_ARGS[@]}" --device_num "$WORKER_NUM" > >(tee "$LOG_DIR/msrun.log") 2>&1 &
+MSRUN_PID=$!
+# SIGTERM / SIGINT go to the workers (not msrun's scheduler): they finish the step in flight, save and stop
+# together; a second signal makes them exit at once
+SIGNAL=
+forward() {
+    SIGNAL=$1
+    for PID in $(pgrep -P "$MSRUN_PID"); do
+        if tr '\0' '\n' < "/proc/$PID/environ" 2>/dev/null | grep -qx "MS_ROLE=MS_WORKER"; then
+            kill -s "$SIGNAL" "$PID" 2>/dev/null
+        fi
+    done
+}
+trap 'forward TERM' TERM
+trap 'forward INT' INT
+wait "$MSRUN_PID"
+STATUS=$?
+while kill -0 "$MSRUN_PID" 2>/dev/null; do  # a trapped signal interrupts wait; msrun is still running
+    wait "$MSRUN_PID"
+    STATUS=$?
+done
+if [ -n "$SIGNAL" ]; then
+    INTERRUPTED=$(grep -h -m1 -o "interrupted by SIG.*" "$LOG_DIR/worker_0.log" 2>/dev/null)
+    echo "${INTERRUPTED:-error: interrupted by SIG$SIGNAL before the workers could save}" >&2
+    exit $((128 + $(kill -l "$SIGNAL")))
+fi
 if [ "$STATUS" -ne 0 ]; then
     "$PYTHON" scripts/msrun_failure.py "$LOG_DIR" >&2
     exit "$STATUS"

@@ -127,6 +127,8 @@ DEFAULTS = {
     "loss_scale": (1024.0, "(initial) loss scale"),
     "is_dynamic_loss_scale": (False, "adjust the loss scale on overflow"),
     "scale_window": (1000, "dynamic loss scale: double it after this many steps without overflow"),
+    "max_overflow_steps": (100, "stop a diverged run: this many consecutive overflowing steps with the dynamic "
+                                "loss scale at its minimum (1); with a fixed scale, the first overflow stops it"),
     "use_global_norm": (False, "clip gradients by global norm"),
     "clip_global_norm_value": (1.0, "global norm to clip to"),
     "enable_ema": (False, "keep an exponential moving average of the weights"),

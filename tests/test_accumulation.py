@@ -48,8 +48,8 @@ def test_micro_batches_equal_one_step_of_the_whole_batch(model_name, optimizer):
         image_size = 16 if model_name == "vit" else 32
         images = ms.Tensor(rng.standard_normal((accum_steps * micro, 3, image_size, image_size)).astype(np.float32))
         labels = ms.Tensor(rng.integers(0, 5, accum_steps * micro).astype(np.int32))
-        loss_whole, overflow, _ = whole(images, labels)
-        loss_micro, _, _ = accumulated(images, labels)
+        loss_whole, overflow, _, _ = whole(images, labels)
+        loss_micro, _, _, _ = accumulated(images, labels)
         assert not bool(overflow.asnumpy())
         assert float(loss_micro.asnumpy()) == pytest.approx(float(loss_whole.asnumpy()), abs=1e-5)
     expected = {p.name: p.asnumpy() for p in whole.get_parameters()}

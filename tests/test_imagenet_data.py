@@ -1,10 +1,12 @@
 """ImageNet-layout pipeline on real photos, and its augmentations against timm's own."""
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from mindspore.train.callback import RunContext
 from PIL import Image
 from sample_photos import bundled_photos, write_photo_imagenet
 from timm.data import auto_augment as timm_aa
@@ -133,6 +135,41 @@ def test_bad_files_are_skipped_with_a_warning_and_counted(imagenet, tmp_path):
     assert len(batches) == 14 // 4
     for images, labels in batches:
         assert images.shape == (4, 3, 96, 96) and images.dtype == np.float32 and labels.dtype == np.int32
+
+
+def test_unreadable_images_are_left_out_of_evaluation_not_replaced(tmp_path):
+    """Evaluation over a val/ folder with two bad files equals evaluation over the folder without them, and
+    says how many it left out; a training epoch reports its substitutions."""
+    import mindspore as ms
+
+    from src.engine.callbacks import StepLogger
+    from src.engine.evaluation import evaluate
+    from src.engine.loop import CallbackParams
+    from src.models import create_model
+
+    clean, damaged = tmp_path / "clean", tmp_path / "damaged"
+    write_photo_imagenet(str(clean), num_classes=3, train_per_class=4, val_per_class=3)
+    shutil.copytree(clean, damaged)
+    val_dir = damaged / "val" / "n00000001"
+    (val_dir / "not_an_image.JPEG").write_bytes(b"plain text, not a JPEG")
+    good = sorted(val_dir.glob("*.JPEG"))[0].read_bytes()
+    (val_dir / "truncated.JPEG").write_bytes(good[:len(good) // 2])
+    ms.set_context(mode=ms.GRAPH_MODE)
+    network = create_model("bit_m_r50x1", layers=[1, 1, 1, 1], width_factor=0.5, num_classes=3)
+    expected = evaluate(network, create_dataset(imagenet_args(str(clean), "--batch_size", "2"), training=False))
+    dataset = create_dataset(imagenet_args(str(damaged), "--batch_size", "2"), training=False)
+    got = evaluate(network, dataset)
+    assert expected["num_samples"] == got["num_samples"] == 9 and (expected["left_out"], got["left_out"]) == (0, 2)
+    assert {key: got[key] for key in ("top1", "top5")} == {key: expected[key] for key in ("top1", "top5")}
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert sorted(os.path.basename(path) for path in dataset.unreadable_images) == ["not_an_image.JPEG",
+                                                                                     "truncated.JPEG"]
+    lines = []
+    logger = StepLogger(steps_per_epoch=1, log_interval=1, log=lines.append, unreadable_images={"a", "b"})
+    context = RunContext(CallbackParams(cur_epoch_num=1, cur_step_num=1, net_outputs=None, steps_in_call=1))
+    logger.on_train_epoch_begin(context)
+    logger.on_train_epoch_end(context)
+    assert lines[-1] == "epoch: 1 2 unreadable images so far, each replaced by the next readable one"
 
 
 def test_eval_transform_matches_timm(imagenet):

@@ -67,7 +67,7 @@ def test_dynamic_scale_halves_on_overflow_and_doubles_after_scale_window_clean_s
     clean, overflowing = ms.Tensor(np.ones(3, np.float32)), ms.Tensor(np.array([np.inf, 1, 1], np.float32))
     scales = []
     for x in (overflowing, clean, clean, clean, clean, overflowing, overflowing, clean):
-        _, overflow, _ = step(x)
+        _, overflow, _, _ = step(x)
         scales.append((bool(overflow.asnumpy()), float(step.scale_sense.asnumpy())))
     assert scales == [(True, 512.0), (False, 512.0), (False, 512.0), (False, 1024.0), (False, 1024.0),
                       (True, 512.0), (True, 256.0), (False, 256.0)]

@@ -1,6 +1,7 @@
 """The ModelArts / OpenI path: obs:// inputs copied once per node, outputs copied back, with a fake moxing
 (tests/fake_moxing) that maps obs:// to a local folder."""
 import glob
+import json
 import multiprocessing
 import os
 import socket
@@ -73,6 +74,19 @@ def test_train_reads_obs_data_through_the_node_cache_and_writes_outputs_back(fak
     assert "resumed from" in result.stdout and "at epoch 2" in result.stdout
     assert len([line for line in copies(fake_obs) if line.startswith("obs://digits ")]) == 1
     assert f"bit_m_r50x1_0000-3_{steps}.ckpt" in os.listdir(fake_obs / "jobs" / "run1" / "ckpt_0000")
+
+    # a relaunch on another node (an empty cache) with --resume auto continues from the newest checkpoint on OBS,
+    # passing over an unfinished one, and its metrics.jsonl continues the one there
+    (fake_obs / "jobs" / "run1" / "ckpt_0000" / f"bit_m_r50x1_0000-3_{steps + 1}.ckpt").write_bytes(b"cut short")
+    result = run_script("train.py", "--config", TINY_CONFIG, "--run_modelarts", "True", "--cache_dir",
+                        str(tmp_path / "other_node"), "--data_url", "obs://digits", "--train_url", "obs://jobs/run1",
+                        "--epochs", "4", "--batch_size", "64", "--resume", "auto", "--log_interval", "100")
+    assert result.returncode == 0, result.stdout + result.stderr
+    newest = tmp_path / "other_node" / "resume_0" / f"bit_m_r50x1_0000-3_{steps}.ckpt"
+    assert f"resume auto: from {newest}" in result.stdout and "warning: resume auto: passing over" in result.stdout
+    with open(fake_obs / "jobs" / "run1" / "metrics.jsonl") as metrics:
+        epochs = [json.loads(line)["epoch"] for line in metrics if '"loss"' in line]
+    assert epochs == [1, 2, 3, 4]
 
 
 def _copy_in_process(cache_dir, url, queue):

@@ -2,6 +2,8 @@
 ends with the weights of an uninterrupted run."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,12 +11,14 @@ import time
 
 import mindspore as ms
 import numpy as np
+import pytest
 from conftest import ROOT
 from mindspore.train.callback import RunContext
 from sample_photos import write_photo_imagenet
 
 from src.engine.callbacks import MetricsFile, StepLogger
 from src.engine.loop import CallbackParams
+from src.engine.resume import newest_checkpoint
 from src.models import create_model
 from src.models.layers import DropPath, ResumableUniform
 from src.weights.checkpoint import load_checkpoint, save_checkpoint
@@ -81,13 +85,47 @@ def _loss_records(train_url):
         return [(record["step"], record["loss"]) for record in map(json.loads, lines) if "loss" in record]
 
 
-def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
-    data = str(tmp_path / "imagenet")
-    write_photo_imagenet(data, num_classes=3, train_per_class=6, val_per_class=2)  # 4 steps of 4 per epoch
+def _last_logged_step(metrics):
+    """The last step with a complete record in a metrics.jsonl being written, 0 before the first."""
+    try:
+        with open(metrics, encoding="utf-8") as lines:
+            text = lines.read()
+    except FileNotFoundError:
+        return 0
+    complete = text[:text.rfind("\n") + 1].splitlines()
+    return json.loads(complete[-1])["step"] if complete else 0
+
+
+FINAL_NAME = "beit_base_patch16_224_0000-3_4.ckpt"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(data folder, train_url) of a whole run: 3 epochs of 4 steps of 4 photos."""
+    root = tmp_path_factory.mktemp("resume")
+    data, whole = str(root / "imagenet"), str(root / "whole")
+    write_photo_imagenet(data, num_classes=3, train_per_class=6, val_per_class=2)
+    result = subprocess.run(_train_command(data, whole), cwd=ROOT, env=dict(os.environ, GLOG_v="3"),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return data, whole
+
+
+def assert_same_end(got_url, expected_url):
+    """The same final checkpoint (every parameter bit-identical) and the same loss records."""
+    expected = load_checkpoint(os.path.join(expected_url, "ckpt_0000", FINAL_NAME))
+    got = load_checkpoint(os.path.join(got_url, "ckpt_0000", FINAL_NAME))
+    assert set(got) == set(expected)
+    assert any(name.endswith("noise_calls") for name in got) and any(name.startswith("ema.") for name in got)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=name)
+    assert _loss_records(got_url) == _loss_records(expected_url)
+
+
+def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_one(uninterrupted, tmp_path):
+    data, whole = uninterrupted
     env = dict(os.environ, GLOG_v="3")
-    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
-    uninterrupted = subprocess.Popen(_train_command(data, whole), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+    killed = str(tmp_path / "killed")
     victim = subprocess.Popen(_train_command(data, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     mid_epoch = os.path.join(killed, "ckpt_0000", "beit_base_patch16_224_0000-2_2.ckpt")  # global step 6 of 12
@@ -96,24 +134,62 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_one(tmp_pat
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL and os.path.exists(mid_epoch)
-    final_name = "beit_base_patch16_224_0000-3_4.ckpt"
-    assert not os.path.exists(os.path.join(killed, "ckpt_0000", final_name))  # it did not get to the end
+    assert not os.path.exists(os.path.join(killed, "ckpt_0000", FINAL_NAME))  # it did not get to the end
 
     resumed = subprocess.run(_train_command(data, killed, "--resume", mid_epoch), cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resumed from {mid_epoch} in epoch 2 after step 2 (global step 6)" in resumed.stdout
     assert "epoch: 2 step: 1," not in resumed.stdout and "epoch: 2 step: 3," in resumed.stdout
-    assert uninterrupted.wait(timeout=600) == 0
-
-    expected = load_checkpoint(os.path.join(whole, "ckpt_0000", final_name))
-    got = load_checkpoint(os.path.join(killed, "ckpt_0000", final_name))
-    assert set(got) == set(expected)
-    assert any(name.endswith("noise_calls") for name in got) and any(name.startswith("ema.") for name in got)
-    for name, value in expected.items():
-        np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=name)
     # the metrics file reads as one run: the killed run's records after step 6 are replaced
-    assert _loss_records(killed) == _loss_records(whole)
+    assert_same_end(killed, whole)
+
+
+def test_sigterm_mid_epoch_saves_and_resume_auto_ends_as_an_uninterrupted_run(uninterrupted, tmp_path):
+    data, whole = uninterrupted
+    env = dict(os.environ, GLOG_v="3", PYTHONUNBUFFERED="1")
+    stopped = str(tmp_path / "stopped")
+    command = _train_command(data, stopped, "--resume", "auto", "--save_checkpoint_steps", "0")
+    victim = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    metrics = os.path.join(stopped, "metrics.jsonl")
+    deadline = time.time() + 600
+    while victim.poll() is None and time.time() < deadline and _last_logged_step(metrics) < 5:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGTERM)  # in epoch 2
+    stdout, stderr = victim.communicate(timeout=600)
+    assert victim.returncode == 128 + signal.SIGTERM, stdout + stderr
+    assert "resume auto: no checkpoint in" in stdout and "starting fresh" in stdout
+    line = [line for line in stdout.splitlines() if line.startswith("interrupted by SIGTERM")]
+    assert len(line) == 1, stdout
+    epoch, step, path = re.match(r"interrupted by SIGTERM at epoch (\d+) step (\d+); saved (\S+); continue with "
+                                 r"--resume auto$", line[0]).groups()
+    assert (int(epoch), int(step)) < (3, 4)
+    assert os.path.basename(path) == f"beit_base_patch16_224_0000-{epoch}_{step}.ckpt"
+    assert os.path.exists(path) and not os.path.exists(os.path.join(stopped, "ckpt_0000", FINAL_NAME))
+
+    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resume auto: from {path}" in resumed.stdout
+    assert_same_end(stopped, whole)
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "nothing to do: the checkpoint is at epoch 3 of 3" in again.stdout
+
+
+def test_resume_auto_passes_over_temporary_and_unreadable_files(uninterrupted, tmp_path):
+    _, whole = uninterrupted
+    folder = tmp_path / "run" / "ckpt_0000"
+    folder.mkdir(parents=True)
+    for name in os.listdir(os.path.join(whole, "ckpt_0000")):
+        shutil.copy(os.path.join(whole, "ckpt_0000", name), folder / name)
+    (folder / ".tmp-abc.tmp").write_bytes(b"half a checkpoint")
+    (folder / "beit_base_patch16_224_0000-3_9.ckpt").write_bytes(b"not a checkpoint")  # newer by name, unreadable
+    warnings = []
+    assert newest_checkpoint(str(tmp_path / "run"), log=warnings.append) == str(folder / FINAL_NAME)
+    assert len(warnings) == 2 and all(warning.startswith("warning: resume auto: passing over") for warning in warnings)
+    assert newest_checkpoint(str(tmp_path / "empty"), log=warnings.append) is None
+
+
 
 
 def test_a_resumed_metrics_file_keeps_the_records_up_to_its_step(tmp_path):
@@ -145,3 +221,37 @@ def test_metrics_records_count_overflow_steps_and_carry_the_loss_scale(tmp_path)
     assert [(r["step"], r["overflow_count"], r["loss_scale"], r["lr"]) for r in records[1:]] == [
         (3, 6, 512.0, 0.1), (4, 6, 512.0, 0.1)]
     assert all(record["images_per_sec"] > 0 for record in records[1:])
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_error_line_and_leaves_the_older_ones(small_digits, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """The second checkpoint's write fails as on a full disk (after MindSpore has written part of its
+    temporary file): one error line naming the file, no temporary file left, the first checkpoint loadable."""
+    import errno
+
+    from conftest import TINY_CONFIG
+
+    import train
+
+    real_save = ms.save_checkpoint
+    calls = []
+
+    def save_until_the_disk_is_full(save_obj, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            return real_save(save_obj, path, **kwargs)
+        with open(path[:-len(".ckpt")] + ".tmp", "wb") as partial:  # where MindSpore writes before renaming
+            partial.write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ms, "save_checkpoint", save_until_the_disk_is_full)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--config", TINY_CONFIG, "--data_url", small_digits, "--train_url", str(tmp_path),
+                    "--batch_size", "16", "--epochs", "3", "--eval_interval", "0"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    second = tmp_path / "ckpt_0000" / "bit_m_r50x1_0000-2_8.ckpt"
+    assert errors == [f"error: cannot write checkpoint {second}: [Errno 28] No space left on device"]
+    assert sorted(os.listdir(tmp_path / "ckpt_0000")) == ["bit_m_r50x1_0000-1_8.ckpt"]  # no temporary file
+    assert int(load_checkpoint(str(tmp_path / "ckpt_0000" / "bit_m_r50x1_0000-1_8.ckpt"))["step_num"]
+               .asnumpy().reshape(-1)[0]) == 8

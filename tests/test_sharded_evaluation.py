@@ -29,7 +29,8 @@ def test_the_shares_of_two_ranks_add_up_to_the_whole_set(small_digits):
     # the other rank's sums arrive as they would from the collective
     other = evaluate(network, shares[1])
     other_sums = np.array([other["num_samples"], other["top1"] * other["num_samples"],
-                           other["top5"] * other["num_samples"], other["loss"] * other["num_samples"]])
+                           other["top5"] * other["num_samples"], other["loss"] * other["num_samples"],
+                           other["left_out"]])
     combined = evaluate(network, shares[0], sum_over_ranks=lambda mine: np.asarray(mine, np.float64) + other_sums)
     assert combined["num_samples"] == whole["num_samples"] == 63
     assert (combined["top1"], combined["top5"]) == (whole["top1"], whole["top5"])

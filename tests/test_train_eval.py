@@ -70,7 +70,7 @@ def test_eval_reproduces_the_best_accuracy_and_ends_with_json(trained, digits_ci
     assert result.returncode == 0, result.stderr
     assert "EMA weights" in result.stdout
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(metrics) == {"top1", "top5", "loss", "num_samples"} and metrics["num_samples"] == 360
+    assert set(metrics) == {"top1", "top5", "loss", "num_samples", "left_out"} and metrics["num_samples"] == 360
     assert metrics["top1"] == pytest.approx(max(accuracies(log)), abs=1e-9)
     assert metrics["top5"] >= metrics["top1"]
     batches = -(-360 // 64)  # the config's batch size
@@ -163,3 +163,21 @@ def test_readme_demo_runs_end_to_end(tmp_path):
     top1 = float(re.search(r"top-1 on the held-out digits = ([0-9.]+)", result.stdout).group(1))
     assert top1 > 0.3  # one epoch of real digits is well above chance (0.1)
     assert all((tmp_path / name).stat().st_size > 0 for name in ("loss.png", "lr.png", "accuracy.png"))
+
+
+@pytest.mark.parametrize("scale_kind", ["fixed", "dynamic"])
+def test_the_divergence_guard_stops_a_run_that_keeps_overflowing(small_digits, tmp_path, scale_kind):
+    """A fixed scale of 1e38 overflows at once; an lr of 1e30 blows the weights up after one good step, and a
+    dynamic scale then halves down to 1 and keeps overflowing."""
+    common = ["--config", TINY_CONFIG, "--data_url", small_digits, "--train_url", str(tmp_path), "--batch_size",
+              "16", "--epochs", "4", "--eval_interval", "0", "--use_global_norm", "False"]
+    if scale_kind == "fixed":
+        extra = ["--is_dynamic_loss_scale", "False", "--loss_scale", "1e38"]
+        expected = "with a fixed loss scale of 1e+38; no checkpoint was saved yet"
+    else:
+        extra = ["--is_dynamic_loss_scale", "True", "--loss_scale", "4", "--max_overflow_steps", "5",
+                 "--base_lr", "1e30", "--warmup_length", "0", "--save_checkpoint_steps", "1"]
+        expected = "5 consecutive steps overflowed with the loss scale at its minimum (1); the last good " \
+                   f"checkpoint is {tmp_path / 'ckpt_0000'}"
+    result = run_script("train.py", *common, *extra)
+    assert_one_line_error(result, "training diverged at epoch 1 step", expected)

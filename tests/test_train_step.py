@@ -41,7 +41,7 @@ def inputs(x, y):
 def test_scaled_gradients_are_unscaled_before_the_update(dynamic):
     net, step = make_step(scale=1024.0, dynamic=dynamic)
     x, y = [[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]], [[2.0]]
-    loss, overflow, scale = step(*inputs(x, y))
+    loss, overflow, scale, _ = step(*inputs(x, y))
     assert not bool(overflow.asnumpy()) and float(scale.asnumpy()) == 1024.0
     assert float(loss.asnumpy()) == pytest.approx((W0 * np.array(x)).sum() + 3 * B0[0] * 2.0, rel=1e-6)
     np.testing.assert_allclose(net.w.asnumpy(), W0 - 0.1 * np.array(x).sum(0), rtol=1e-6)
@@ -50,19 +50,19 @@ def test_scaled_gradients_are_unscaled_before_the_update(dynamic):
 
 def test_overflow_skips_the_step_and_lowers_a_dynamic_scale():
     net, step = make_step(scale=1024.0, dynamic=True)
-    _, overflow, _ = step(*inputs([[np.inf, 1.0, 1.0]], [[1.0]]))
+    _, overflow, _, _ = step(*inputs([[np.inf, 1.0, 1.0]], [[1.0]]))
     assert bool(overflow.asnumpy())
     np.testing.assert_array_equal(net.w.asnumpy(), W0)
     np.testing.assert_array_equal(net.b.asnumpy(), B0)
     assert float(step.scale_sense.asnumpy()) == 512.0
-    _, overflow, scale = step(*inputs([[1.0, 1.0, 1.0]], [[1.0]]))  # the next finite step goes through
+    _, overflow, scale, _ = step(*inputs([[1.0, 1.0, 1.0]], [[1.0]]))  # the next finite step goes through
     assert not bool(overflow.asnumpy()) and float(scale.asnumpy()) == 512.0
     np.testing.assert_allclose(net.w.asnumpy(), W0 - 0.1, rtol=1e-6)
 
 
 def test_overflow_with_a_fixed_scale_skips_and_keeps_the_scale():
     net, step = make_step(scale=128.0, dynamic=False)
-    _, overflow, _ = step(*inputs([[np.nan, 1.0, 1.0]], [[1.0]]))
+    _, overflow, _, _ = step(*inputs([[np.nan, 1.0, 1.0]], [[1.0]]))
     assert bool(overflow.asnumpy()) and float(step.scale_sense.asnumpy()) == 128.0
     np.testing.assert_array_equal(net.w.asnumpy(), W0)
 
@@ -70,10 +70,10 @@ def test_overflow_with_a_fixed_scale_skips_and_keeps_the_scale():
 def test_a_gradient_too_large_to_square_in_float32_counts_as_an_overflow():
     """The overflow check is a finite global norm: a finite 1e20 gradient squares to inf and is skipped."""
     net, step = make_step(scale=4.0, dynamic=True)
-    _, overflow, _ = step(*inputs([[1e20, 1.0, 1.0]], [[1.0]]))
+    _, overflow, _, _ = step(*inputs([[1e20, 1.0, 1.0]], [[1.0]]))
     assert bool(overflow.asnumpy())
     np.testing.assert_array_equal(net.w.asnumpy(), W0)
-    _, overflow, scale = step(*inputs([[1e17, 1.0, 1.0]], [[1.0]]))  # squares to 1e34 < float32's max
+    _, overflow, scale, _ = step(*inputs([[1e17, 1.0, 1.0]], [[1.0]]))  # squares to 1e34 < float32's max
     assert not bool(overflow.asnumpy()) and float(scale.asnumpy()) == 2.0 and net.w.asnumpy()[0] < -9e15
 
 

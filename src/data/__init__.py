@@ -38,15 +38,17 @@ def _cifar10(args, training, num_shards, shard_id):
         num_shards = shard_id = None
     dataset = ds.NumpySlicesDataset({"image": images, "label": labels}, shuffle=training,
                                     num_shards=num_shards, shard_id=shard_id)
-    return dataset, len(images), cifar_train_transforms(args) if training else eval_transforms(args)
+    return dataset, len(images), cifar_train_transforms(args) if training else eval_transforms(args), set()
 
 
-def _image_files(samples, shuffle, num_shards, shard_id):
+def _image_files(samples, training, num_shards, shard_id):
     """(encoded image, label) rows from [(path, label)]; one reader thread: more contend for the GIL and
-    read several times slower."""
-    return ds.GeneratorDataset(ImageFileSource(samples), column_names=["image", "label"], shuffle=shuffle,
-                               num_shards=num_shards, shard_id=shard_id, num_parallel_workers=1,
-                               python_multiprocessing=False)
+    read several times slower. The dataset's `unreadable_images` is the set of files skipped so far."""
+    source = ImageFileSource(samples, substitute=training)
+    dataset = ds.GeneratorDataset(source, column_names=["image", "label"], shuffle=training,
+                                  num_shards=num_shards, shard_id=shard_id, num_parallel_workers=1,
+                                  python_multiprocessing=False)
+    return dataset, source.skipped
 
 
 def _imagenet(args, training, num_shards, shard_id):
@@ -59,9 +61,10 @@ def _imagenet(args, training, num_shards, shard_id):
     if not training:
         samples = evaluation_share(samples, num_shards, shard_id)
         num_shards = shard_id = None
-    dataset = _image_files(samples, training, num_shards, shard_id)
+    dataset, unreadable = _image_files(samples, training, num_shards, shard_id)
     seed = args.seed + (shard_id or 0)
-    return dataset, len(samples), imagenet_train_transforms(args, seed) if training else imagenet_eval_transforms(args)
+    transforms = imagenet_train_transforms(args, seed) if training else imagenet_eval_transforms(args)
+    return dataset, len(samples), transforms, unreadable
 
 
 def _image_folder(args, training, num_shards, shard_id):
@@ -69,8 +72,8 @@ def _image_folder(args, training, num_shards, shard_id):
     if not training:
         raise UserInputError("set ImageFolder holds unlabeled images: there is nothing to evaluate")
     samples = scan_unlabeled(args.data_url, args.file_list)
-    dataset = _image_files(samples, True, num_shards, shard_id)
-    return dataset, len(samples), imagenet_train_transforms(args, args.seed + (shard_id or 0))
+    dataset, unreadable = _image_files(samples, True, num_shards, shard_id)
+    return dataset, len(samples), imagenet_train_transforms(args, args.seed + (shard_id or 0)), unreadable
 
 
 DATASETS = {"CIFAR10": _cifar10, "ImageNet": _imagenet, "ImageFolder": _image_folder}
@@ -78,12 +81,14 @@ DATASETS = {"CIFAR10": _cifar10, "ImageNet": _imagenet, "ImageFolder": _image_fo
 
 def create_dataset(args, training, view="labeled", num_shards=None, shard_id=None):
     """Batched rows of a view: "labeled", (image, label), with soft-target labels when mixup is on in training;
-    "masked_image_modeling" (BEiT pretraining), (image, tokenizer_image, bool_masked_pos)."""
+    "masked_image_modeling" (BEiT pretraining), (image, tokenizer_image, bool_masked_pos). The dataset's
+    `unreadable_images` holds the image files found unreadable so far (substituted in training, left out with
+    the label LEFT_OUT in evaluation)."""
     if args.set not in DATASETS:
         raise UserInputError(f"unknown dataset set '{args.set}', expected one of {list(DATASETS)}")
     assert view in VIEWS, view
     masked_image_modeling = view == "masked_image_modeling"
-    dataset, num_samples, transforms = DATASETS[args.set](args, training, num_shards, shard_id)
+    dataset, num_samples, transforms, unreadable = DATASETS[args.set](args, training, num_shards, shard_id)
     if training and num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
     # Python augmentations draw from one generator: with several workers the draw order varies between runs
@@ -109,6 +114,7 @@ def create_dataset(args, training, view="labeled", num_shards=None, shard_id=Non
                       switch_prob=args.switch_prob, label_smoothing=args.label_smoothing,
                       seed=args.seed + (shard_id or 0))
         dataset = dataset.map(mixup, input_columns=["image", "label"], num_parallel_workers=1)
+    dataset.unreadable_images = unreadable
     return dataset
 
 

@@ -2,8 +2,10 @@
 
 Files are listed once and read by a random-access Python source that hands the encoded bytes
 to MindSpore's C++ decoders (train: `RandomCropDecodeResize` decodes only what the crop needs).
-A file that is not a readable image is skipped with a warning naming it, counted, and replaced by
-the next readable one, so a long run does not die on one bad file.
+A file that is not a readable image is skipped with a warning naming it and counted. In training it is
+replaced by the next readable one, so a long run does not die on one bad file and batches stay full; in
+evaluation it is left out: the row carries a stand-in image and the label LEFT_OUT, which evaluation drops,
+so the metrics are those of the readable images, each counted once.
 """
 import io
 import os
@@ -18,6 +20,14 @@ from src.errors import UserInputError
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 JPEG_END = b"\xff\xd9"
 JPEG_TAIL = 4096  # the end-of-image marker may be followed by some padding
+LEFT_OUT = -1  # the label of an unreadable image in evaluation
+
+
+def _stand_in_image():
+    """A tiny valid PNG that the decoders accept in place of an unreadable file."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return np.frombuffer(buffer.getvalue(), np.uint8)
 
 
 def _is_image_file(name):
@@ -83,18 +93,25 @@ def scan_unlabeled(root, file_list=None):
 
 
 class ImageFileSource:
-    """Random-access (encoded image bytes, label) source for `GeneratorDataset`."""
+    """Random-access (encoded image bytes, label) source for `GeneratorDataset`; `substitute` (training) replaces
+    an unreadable file by the next readable one, else it is left out (label LEFT_OUT)."""
 
-    def __init__(self, samples, log=None):
+    def __init__(self, samples, log=None, substitute=True):
         self.samples = samples
+        self.substitute = substitute
         self.skipped = set()
         self._lock = threading.Lock()
         self._log = log or _warn
+        self._stand_in = None if substitute else _stand_in_image()
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, index):
+        if not self.substitute:
+            path, label = self.samples[index]
+            data = self.read(path)
+            return (self._stand_in, np.int32(LEFT_OUT)) if data is None else (data, np.int32(label))
         for offset in range(len(self.samples)):
             path, label = self.samples[(index + offset) % len(self.samples)]
             data = self.read(path)
@@ -118,7 +135,8 @@ class ImageFileSource:
             with self._lock:
                 if path not in self.skipped:
                     self.skipped.add(path)
-                    self._log(f"warning: skipping unreadable image {path} ({type(err).__name__}: {err}); "
-                              f"{len(self.skipped)} skipped so far")
+                    what = "substituted" if self.substitute else "left out"
+                    self._log(f"warning: unreadable image {path} ({type(err).__name__}: {err}) {what}; "
+                              f"{len(self.skipped)} so far")
             return None
         return np.frombuffer(data, np.uint8)

@@ -9,6 +9,8 @@ import mindspore as ms
 from mindspore.train.callback import Callback
 
 from src.engine.evaluation import evaluate
+from src.engine.train_one_step import STOP_REQUESTED
+from src.errors import UserInputError
 from src.weights.checkpoint import save_checkpoint
 
 
@@ -60,11 +62,13 @@ class MetricsFile:
 
 class StepLogger(Callback):
     """`epoch: 3 step: 120, loss is 1.234` every `log_interval` steps and at each epoch's end, then
-    `epoch time: X ms, per step time: Y ms`. With a MetricsFile, each loss line is also a record: epoch,
+    `epoch time: X ms, per step time: Y ms` (and how many unreadable images were substituted so far, if any).
+    With a MetricsFile, each loss line is also a record: epoch,
     step (global), loss, lr, loss_scale, overflow_count (skipped steps so far) and images_per_sec (all
     devices, since the previous record)."""
 
-    def __init__(self, steps_per_epoch, log_interval, log=print, metrics=None, images_per_step=0, lr_now=None):
+    def __init__(self, steps_per_epoch, log_interval, log=print, metrics=None, images_per_step=0, lr_now=None,
+                 unreadable_images=()):
         super().__init__()
         self.steps_per_epoch = steps_per_epoch
         self.log_interval = max(1, log_interval)
@@ -72,6 +76,7 @@ class StepLogger(Callback):
         self.metrics = metrics
         self.images_per_step = images_per_step
         self.lr_now = lr_now
+        self.unreadable_images = unreadable_images
         last = metrics.last_train_record if metrics else None
         self.overflow_total = last["overflow_count"] if last else 0
         self.epoch_start = None
@@ -117,6 +122,49 @@ class StepLogger(Callback):
         if self.overflow_steps:
             self.log(f"epoch: {run_context.original_args().cur_epoch_num} skipped {self.overflow_steps} "
                      "steps with non-finite gradients (loss scale overflow)")
+        if self.unreadable_images:
+            self.log(f"epoch: {run_context.original_args().cur_epoch_num} {len(self.unreadable_images)} unreadable "
+                     "images so far, each replaced by the next readable one")
+
+
+class DivergenceGuard(Callback):
+    """Stops a run that can no longer recover instead of skipping steps forever: with a dynamic loss scale,
+    `max_overflow_steps` consecutive overflowing steps once the scale is at its minimum; with a fixed scale, any
+    overflow (the loss or the gradients not finite). The overflow flag is the one all ranks agreed on, so all
+    stop at the same step. `last_checkpoint()` names the checkpoint to go back to."""
+
+    MINIMUM_SCALE = 1.0  # nn.DynamicLossScaleUpdateCell never goes below it
+
+    def __init__(self, dynamic, max_overflow_steps, steps_per_epoch, last_checkpoint):
+        super().__init__()
+        self.dynamic = dynamic
+        self.max_overflow_steps = max_overflow_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.last_checkpoint = last_checkpoint
+        self.overflowing_at_minimum = 0
+
+    def on_train_step_end(self, run_context):
+        params = run_context.original_args()
+        outputs = params.net_outputs
+        if not (isinstance(outputs, (tuple, list)) and len(outputs) > 2 and bool(outputs[1].asnumpy())):
+            self.overflowing_at_minimum = 0
+            return
+        scale = float(outputs[2].asnumpy())
+        where = f"epoch {params.cur_epoch_num} step {_step_in_epoch(params.cur_step_num, self.steps_per_epoch)}"
+        if not self.dynamic:
+            reason = f"the loss or the gradients are not finite (loss {_loss_value(outputs)}) with a fixed loss " \
+                     f"scale of {scale:g}"
+        elif scale <= self.MINIMUM_SCALE:
+            self.overflowing_at_minimum += 1
+            if self.overflowing_at_minimum < self.max_overflow_steps:
+                return
+            reason = f"{self.overflowing_at_minimum} consecutive steps overflowed with the loss scale at its " \
+                     f"minimum ({scale:g})"
+        else:
+            return
+        last = self.last_checkpoint()
+        raise UserInputError(f"training diverged at {where}: {reason}; "
+                             + (f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"))
 
 
 def _checkpoint_position(path):
@@ -154,12 +202,15 @@ class CheckpointAndEval(Callback):
     """
 
     def __init__(self, train_cell, network, eval_dataset, args, steps_per_epoch, rank=0, best=(0.0, 0),
-                 save=True, show_rank=False, skip=None, metrics=None, log=print, sum_over_ranks=None):
+                 save=True, show_rank=False, skip=None, metrics=None, log=print, sum_over_ranks=None,
+                 stop_signals=None):
         super().__init__()
         self.train_cell = train_cell
         self.network = network
         self.eval_dataset = eval_dataset
         self.prefix = f"{args.arch}_{rank:04d}"
+        # where rank 0, which always saves, writes: what a rank that does not save points to
+        self.saving_dir, self.saving_prefix = os.path.join(args.train_url, "ckpt_0000"), f"{args.arch}_0000"
         self.last_dir = os.path.join(args.train_url, f"ckpt_{rank:04d}")
         self.best_dir = os.path.join(args.train_url, f"ckpt_best_{rank:04d}")
         self.keep_max = args.keep_checkpoint_max
@@ -174,12 +225,27 @@ class CheckpointAndEval(Callback):
         self.metrics = metrics
         self.log = log
         self.sum_over_ranks = sum_over_ranks
+        self.stop_signals = stop_signals
+        self.stop_flagged = False
+        self.stopped = None  # (epoch, step in epoch, checkpoint) after a graceful stop
+
+    def _path(self, folder, epoch, global_step, prefix=None):
+        name = f"{prefix or self.prefix}-{epoch}_{_step_in_epoch(global_step, self.steps_per_epoch)}.ckpt"
+        return os.path.join(folder, name)
+
+    def _stop_agreed(self, outputs):
+        """Ask the next step to carry this rank's stop request; True once a step says some rank asked."""
+        if self.stop_signals.received is not None and not self.stop_flagged:
+            self.train_cell.stop_requested.set_data(ms.Tensor(1.0, ms.float32))
+            self.stop_flagged = True
+        return isinstance(outputs, (tuple, list)) and len(outputs) > 3 and bool(outputs[3].asnumpy())
 
     def _save(self, folder, epoch, global_step, keep):
-        path = os.path.join(folder, f"{self.prefix}-{epoch}_{_step_in_epoch(global_step, self.steps_per_epoch)}.ckpt")
+        path = self._path(folder, epoch, global_step)
         save_checkpoint(self.train_cell, path, append_dict={
             "epoch_num": epoch, "step_num": global_step, "best_acc": float(self.best_acc),
-            "best_epoch": int(self.best_epoch)}, skip=self.skip)
+            "best_epoch": int(self.best_epoch)},
+            skip=lambda name: name == STOP_REQUESTED or (self.skip is not None and self.skip(name)))
         old = sorted(glob.glob(os.path.join(folder, f"{self.prefix}-*.ckpt")), key=_checkpoint_position)
         for stale in old[:-keep] if keep > 0 else []:
             os.remove(stale)
@@ -188,6 +254,13 @@ class CheckpointAndEval(Callback):
     def on_train_step_end(self, run_context):
         params = run_context.original_args()
         step = params.cur_step_num
+        if self.stop_signals is not None and self._stop_agreed(params.net_outputs):
+            self.stopped = (params.cur_epoch_num, _step_in_epoch(step, self.steps_per_epoch),
+                            self._save(self.last_dir, params.cur_epoch_num, step, keep=self.keep_max)
+                            if self.save else self._path(self.saving_dir, params.cur_epoch_num, step,
+                                                         self.saving_prefix))
+            run_context.request_stop()
+            return
         if (self.save and self.save_steps > 0 and _crossed(step, params.steps_in_call, self.save_steps)
                 and step % self.steps_per_epoch):
             self._save(self.last_dir, params.cur_epoch_num, step, keep=self.keep_max)
@@ -203,9 +276,11 @@ class CheckpointAndEval(Callback):
                 if self.save:
                     self._save(self.best_dir, epoch, step, keep=1)
             self.log(f"epoch: {epoch:04d}{self.device_tag} acc: {metrics['top1']}, "
-                     f"best epoch: {self.best_epoch:04d}, acc is {self.best_acc}")
+                     f"best epoch: {self.best_epoch:04d}, acc is {self.best_acc}"
+                     + (f" ({metrics['left_out']} unreadable images left out)" if metrics["left_out"] else ""))
             if self.metrics:
                 self.metrics.write(epoch=epoch, step=step, top1=metrics["top1"], top5=metrics["top5"],
-                                   eval_loss=metrics["loss"], num_samples=metrics["num_samples"])
+                                   eval_loss=metrics["loss"], num_samples=metrics["num_samples"],
+                                   left_out=metrics["left_out"])
         if self.save:
             self._save(self.last_dir, epoch, step, keep=self.keep_max)

@@ -44,9 +44,21 @@ def device_sink(train_step, dataset, sink_size, epochs):
     return ms.data_sink(train_step, dataset, sink_size=sink_size)
 
 
+def epoch_batches(iterator):
+    """The batches of a MindSpore iterator across epochs (it ends each epoch with a StopIteration); ends at the
+    first epoch that yields nothing."""
+    while True:
+        count = 0
+        for count, batch in enumerate(iterator, 1):
+            yield batch
+        if count == 0:
+            return
+
+
 def train_epochs(train_step, dataset, epochs, callbacks=(), start_step=0, sink_size=0, sink=device_sink):
     """Run train steps from global step `start_step` to the end of epoch `epochs`: one per batch, or with
-    `sink_size`, groups of that many through `sink` (callbacks then see the group's end)."""
+    `sink_size`, groups of that many through `sink` (callbacks then see the group's end). A callback may stop
+    the run early with `run_context.request_stop()`. Returns the global step reached."""
     steps_per_epoch = dataset.get_dataset_size()
     if sink_size and start_step % sink_size:
         raise UserInputError(f"the checkpoint is at step {start_step}, inside a sink of {sink_size} steps: resume "
@@ -57,7 +69,7 @@ def train_epochs(train_step, dataset, epochs, callbacks=(), start_step=0, sink_s
         run_group = sink(train_step, dataset, sink_size, epochs)
     else:
         # num_epochs counts from the first epoch even when the iterator starts later
-        iterator = dataset.create_tuple_iterator(num_epochs=epochs)
+        batches = epoch_batches(dataset.create_tuple_iterator(num_epochs=epochs))
     params = CallbackParams(train_network=train_step, batch_num=steps_per_epoch, epoch_num=epochs,
                             cur_epoch_num=start_step // steps_per_epoch, cur_step_num=start_step, net_outputs=None,
                             steps_in_call=sink_size or 1)
@@ -72,15 +84,15 @@ def train_epochs(train_step, dataset, epochs, callbacks=(), start_step=0, sink_s
     for epoch in range(start_step // steps_per_epoch, epochs):
         params.cur_epoch_num = epoch + 1
         notify("on_train_epoch_begin")
-        if sink_size:
-            while params.cur_step_num < (epoch + 1) * steps_per_epoch:
+        while params.cur_step_num < (epoch + 1) * steps_per_epoch and not context.get_stop_requested():
+            if sink_size:
                 params.net_outputs = run_group()
-                params.cur_step_num += sink_size
-                notify("on_train_step_end")
-        else:
-            for batch in iterator:
-                params.cur_step_num += 1
-                params.net_outputs = train_step(*batch)
-                notify("on_train_step_end")
+            else:
+                params.net_outputs = train_step(*next(batches))
+            params.cur_step_num += sink_size or 1
+            notify("on_train_step_end")
+        if context.get_stop_requested():  # a graceful stop: the callback that asked has saved
+            break
         notify("on_train_epoch_end")
     notify("on_train_end")
+    return params.cur_step_num

@@ -139,7 +139,7 @@ class NodeCache:
             return None
 
 
-def fetch_inputs(args, log=print):
+def fetch_inputs(args, rank=0, log=print):
     """With run_modelarts, point the obs:// inputs of `args` at node-local copies and the outputs at
     `cache_dir/output`. Returns the obs:// train_url to upload to (None when outputs stay local)."""
     if not args.run_modelarts:
@@ -155,6 +155,10 @@ def fetch_inputs(args, log=print):
         return None
     remote_train_url, args.train_url = args.train_url, os.path.join(args.cache_dir, "output")
     log(f"train_url: outputs in {args.train_url}, copied to {remote_train_url} after each epoch")
+    remote_metrics = f"{remote_train_url.rstrip('/')}/metrics.jsonl"
+    if args.resume == "auto" and rank == 0 and mox.file.exists(remote_metrics):
+        # the resumed run's metrics.jsonl continues the one on OBS, which its uploads replace
+        mox.file.copy(remote_metrics, os.path.join(args.train_url, "metrics.jsonl"))
     return remote_train_url
 
 

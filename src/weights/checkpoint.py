@@ -21,13 +21,18 @@ def save_checkpoint(save_obj, path, append_dict=None, skip=None):
     os.makedirs(folder, exist_ok=True)
     handle, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
     os.close(handle)
+    # MindSpore writes `.tmp-X.tmp` and renames it to `.tmp-X.ckpt`; a failed write can leave either
+    leftovers = (tmp_path, tmp_path[:-len(".ckpt")] + ".tmp")
     try:
         ms.save_checkpoint(save_obj, tmp_path, append_dict=append_dict,
                            choice_func=None if skip is None else lambda name: not skip(name))
         os.replace(tmp_path, path)
+    except OSError as err:  # a full disk, a quota, a permission: the older checkpoints stay as they were
+        raise UserInputError(f"cannot write checkpoint {path}: {err}") from None
     finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+        for leftover in leftovers:
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
 
 def load_checkpoint(path):

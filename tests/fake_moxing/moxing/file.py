@@ -38,3 +38,9 @@ def copy_parallel(src_url, dst_url):
         raise OSError(f"no such folder: {src_url}")
     _record(src_url, dst_url)
     shutil.copytree(_local(src_url), _local(dst_url), dirs_exist_ok=True)
+
+
+def list_directory(url):
+    if not os.path.isdir(_local(url)):
+        raise OSError(f"no such folder: {url}")
+    return sorted(os.listdir(_local(url)))
