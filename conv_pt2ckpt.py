@@ -69,7 +69,7 @@ REQUIRED_ARCH = {"vit": ("a transformer", "beit_base_patch16_224"),
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pth_file", required=True,
-                        help="published checkpoint: .pth / .pt / .bin / .npz / DALL-E's encoder.pkl")
+                        help="published checkpoint: .pth / .pt / .bin / .safetensors / .npz / DALL-E's encoder.pkl")
     parser.add_argument("--ckpt_file", required=True, help="MindSpore checkpoint to write")
     parser.add_argument("--arch", default=None, help="the registered model the weights are for")
     parser.add_argument("--img_size", type=int, default=None, help="transformers: target resolution")

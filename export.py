@@ -1,8 +1,9 @@
 """Export a classifier for inference: python export.py --config C --pretrained CKPT [--file_format MINDIR]
 
-Writes `<file_name>.mindir` (or .air, .onnx) taking (batch_size, 3, image_size, image_size) float32 images
-normalised as the config says, giving logits. AIR needs the Ascend backend; ONNX covers only the operators
-MindSpore can express in ONNX.
+Writes `<file_name>.mindir` (or .air, .onnx) taking (export_batch_size, 3, image_size, image_size) float32
+images normalised as the config says, giving logits. The graph holds MindSpore's standard operators only (no
+kernels compiled for this machine), with the few that ONNX export lacks (Erf, GroupNorm, adaptive pooling)
+written out. AIR needs the Ascend backend.
 """
 import os
 
@@ -12,7 +13,7 @@ import numpy as np
 from src.args import parse_args
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
-from src.ops.cpu_kernels import use_fused_cpu_kernels
+from src.ops.cpu_kernels import use_portable_operators
 from src.runtime.context import init_context
 from src.tasks import create_task
 from src.tasks.classification import Classification
@@ -36,17 +37,20 @@ def main(argv=None):
         raise UserInputError(f"export.py exports classifiers; task {args.task} trains a pretraining model: "
                              "export its fine-tuned classifier")
     init_context(args)
-    # the exported graph must run anywhere: MindSpore's own kernels, not this machine's compiled CPU ones
-    use_fused_cpu_kernels(False)
+    # the exported graph must run anywhere: MindSpore's standard operators, not this machine's compiled kernels
+    use_portable_operators(True)
     network = create_model_from_args(args)
     use_ema = load_inference_weights(network, args.pretrained, args.eval_use_ema)
     network.set_train(False)
     file_name = args.file_name or args.arch
     os.makedirs(os.path.dirname(os.path.abspath(file_name)), exist_ok=True)
-    images = ms.Tensor(np.zeros((args.batch_size, 3, args.image_size, args.image_size), np.float32))
+    batch = args.export_batch_size
+    if batch < 1:
+        raise UserInputError(f"export_batch_size must be 1 or more, got {batch}")
+    images = ms.Tensor(np.zeros((batch, 3, args.image_size, args.image_size), np.float32))
     ms.export(network, images, file_name=file_name, file_format=file_format)
     print(f"exported {args.arch} ({'EMA ' if use_ema else ''}weights of {args.pretrained}) as "
-          f"{file_name}{FORMATS[file_format]}: input ({args.batch_size}, 3, {args.image_size}, {args.image_size})")
+          f"{file_name}{FORMATS[file_format]}: input ({batch}, 3, {args.image_size}, {args.image_size})")
 
 
 if __name__ == "__main__":

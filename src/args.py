@@ -66,6 +66,7 @@ DEFAULTS = {
     "pretrained": (None, "checkpoint (.ckpt) whose weights initialise the model"),
     "file_format": ("MINDIR", "export.py: MINDIR, AIR (Ascend only) or ONNX"),
     "file_name": ("", "export.py: output path without extension (empty: the arch's name)"),
+    "export_batch_size": (1, "export.py: the batch the exported graph takes"),
     "resume": (None, "checkpoint to resume training from (epoch, optimizer, loss scale, EMA)"),
     # ===== Dataset ===== #
     "set": ("CIFAR10", "dataset: CIFAR10, ImageNet, ImageFolder (unlabeled images, for pretraining)"),

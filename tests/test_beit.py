@@ -2,6 +2,8 @@
 import json
 import os
 import re
+import subprocess
+import sys
 
 import mindspore as ms
 import numpy as np
@@ -16,7 +18,7 @@ from src.args import parse_args
 from src.models import create_model, list_models
 from src.models.layers import relative_position_index
 from src.models.vit import VisionTransformer
-from src.models.vit_convert import convert_vit_weights
+from src.models.vit_convert import convert_vit_weights, resize_pos_embed
 from src.optim.optimizer import create_optimizer
 from src.weights.checkpoint import load_checkpoint
 from src.weights.loading import load_weights
@@ -99,6 +101,25 @@ def test_resolution_change_resizes_like_timm(abs_pos):
     images = np.random.default_rng(1).standard_normal((2, 3, 48, 48)).astype(np.float32)
     expected = reference(torch.from_numpy(images)).detach().numpy()
     assert np.abs(logits(network, images) - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("old, new", [(14, (24, 24)), (24, (14, 14)), (16, (10, 12)), (7, (32, 32)), (14, (14, 20))])
+def test_pos_embed_resize_is_torchs_antialiased_bicubic_without_torch(old, new):
+    import torch.nn.functional as F
+
+    pos_embed = np.random.default_rng(old).standard_normal((1, 1 + old * old, 8)).astype(np.float32)
+    tokens = torch.from_numpy(pos_embed[:, 1:]).reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(tokens, size=new, mode="bicubic", align_corners=False, antialias=True)
+    resized = resize_pos_embed(pos_embed, new)
+    np.testing.assert_array_equal(resized[:, 0], pos_embed[:, 0])  # the cls token is kept
+    np.testing.assert_allclose(resized[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, -1, 8).numpy(), rtol=0,
+                               atol=1e-5)
+    # and it runs where torch cannot be imported
+    code = ("import sys; sys.modules['torch'] = None; import numpy as np; "
+            "from src.models.vit_convert import resize_pos_embed; "
+            f"print(resize_pos_embed(np.ones((1, {1 + old * old}, 2), np.float32), {new}).shape)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == f"(1, {1 + new[0] * new[1]}, 2)", result.stderr
 
 
 def test_relative_position_index_matches_timm():

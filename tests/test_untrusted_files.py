@@ -169,3 +169,31 @@ def test_bad_tensor_records_and_legacy_files_are_clear_errors(tmp_path):
     (tmp_path / "garbage.pth").write_bytes(b"\x80\x02garbage")
     with pytest.raises(UserInputError, match="cannot read .* as a PyTorch checkpoint"):
         read_torch_file(str(tmp_path / "garbage.pth"))
+
+
+def test_safetensors_files_read_like_the_same_pytorch_checkpoint(tmp_path):
+    """float32, float16 and bfloat16 tensors (NumPy has no bfloat16: widened from its bytes); a damaged file is
+    one error line."""
+    from safetensors.torch import save_file
+
+    from src.weights.published import read_published_weights
+
+    generator = torch.Generator().manual_seed(0)
+    state = {"blocks.0.attn.qkv.weight": torch.randn(6, 2, generator=generator),
+             "pos_embed": torch.randn(1, 5, 2, generator=generator).to(torch.float16),
+             "cls_token": torch.randn(1, 1, 2, generator=generator).to(torch.bfloat16),
+             "rel_pos_index": torch.arange(9).reshape(3, 3)}
+    save_file(state, str(tmp_path / "weights.safetensors"))
+    torch.save(state, str(tmp_path / "weights.pth"))
+    from_safetensors = read_published_weights(str(tmp_path / "weights.safetensors"))
+    from_torch = read_published_weights(str(tmp_path / "weights.pth"))
+    assert from_safetensors.keys() == from_torch.keys() == state.keys()
+    for key, value in state.items():
+        assert from_safetensors[key].dtype == np.float32
+        np.testing.assert_array_equal(from_safetensors[key], value.float().numpy(), err_msg=key)
+        np.testing.assert_array_equal(from_safetensors[key], from_torch[key], err_msg=key)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes((tmp_path / "weights.safetensors").read_bytes()[:-20])
+    result = run_script("conv_pt2ckpt.py", "--pth_file", str(damaged), "--ckpt_file", str(tmp_path / "out.ckpt"))
+    assert_one_line_error(result, f"cannot read {damaged} as .safetensors")
+    assert not (tmp_path / "out.ckpt").exists()

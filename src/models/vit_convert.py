@@ -68,17 +68,39 @@ def resize_rel_pos_table(table, new_window):
     return np.concatenate([resized, extra]).astype(np.float32)
 
 
-def resize_pos_embed(pos_embed, new_grid):
-    """(1, 1 + H*W, D) absolute position embedding for another grid, bicubic (cls token kept)."""
-    import torch
-    import torch.nn.functional as F
+def _cubic(x, a=-0.5):
+    """Keys' cubic convolution kernel with a = -0.5, the one antialiased resizing uses (PIL, PyTorch)."""
+    x = np.abs(x)
+    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
 
+
+def _antialiased_bicubic_weights(in_size, out_size):
+    """(out_size, in_size) matrix of antialiased bicubic resampling with half-pixel centres: when shrinking,
+    the kernel is stretched by the scale so that every input contributes (PIL's and torch's antialias=True)."""
+    scale = in_size / out_size
+    stretch = max(scale, 1.0)
+    support = 2.0 * stretch
+    weights = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), in_size)
+        taps = _cubic((np.arange(first, last) - center + 0.5) / stretch)
+        weights[i, first:last] = taps / taps.sum()
+    return weights
+
+
+def resize_pos_embed(pos_embed, new_grid):
+    """(1, 1 + H*W, D) absolute position embedding for another grid (cls token kept): antialiased bicubic, as
+    timm's resample_abs_pos_embed (torch.nn.functional.interpolate with antialias=True), in NumPy."""
     old = int(round(np.sqrt(pos_embed.shape[1] - 1)))
     if (old, old) == tuple(new_grid):
         return pos_embed
-    tokens = torch.from_numpy(pos_embed[:, 1:]).reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    tokens = F.interpolate(tokens, size=tuple(new_grid), mode="bicubic", align_corners=False, antialias=True)
-    tokens = tokens.permute(0, 2, 3, 1).reshape(1, -1, pos_embed.shape[-1]).numpy()
+    tokens = pos_embed[0, 1:].reshape(old, old, -1).astype(np.float64)
+    rows, cols = (_antialiased_bicubic_weights(old, size) for size in new_grid)
+    tokens = np.einsum("ih,hwd->iwd", rows, tokens)
+    tokens = np.einsum("jw,iwd->ijd", cols, tokens).reshape(1, -1, pos_embed.shape[-1])
     return np.concatenate([pos_embed[:, :1], tokens], axis=1).astype(np.float32)
 
 

@@ -5,12 +5,12 @@ PyTorch's (a 3x3, 64-channel convolution at 32x32, batch 16: 1.1 s against 3.4 m
 On the CPU this cell runs the fused kernels of cpu_kernels.py (csrc/cpu_conv_kernels.cc: oneDNN's convolution
 primitives for k x k kernels, im2col + sgemm for 1x1 ones and patch embeddings); where they cannot be built,
 unfold + one matmul (the same arithmetic, ~5x slower than the fused kernels). On Ascend and GPU the native
-kernels are the fast ones and are kept.
+kernels are the fast ones and are kept, and so they are in a graph for export (`use_portable_operators`).
 """
 import mindspore as ms
 from mindspore import nn, ops
 
-from src.ops.cpu_kernels import convolution_op
+from src.ops.cpu_kernels import convolution_op, portable_operators
 
 
 def _symmetric_padding(conv):
@@ -35,7 +35,7 @@ class Conv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         padding = _symmetric_padding(self)
         rewrite = (ms.get_context("device_target") == "CPU" and padding is not None and self.group == 1
-                   and self.dilation == (1, 1))
+                   and self.dilation == (1, 1) and not portable_operators())
         self.fused_conv = convolution_op(self.stride, padding, input_grad, tokens) if rewrite else None
         self.geometry = ms.Tensor([*self.stride, *(padding or (0, 0)), int(tokens)], ms.int32)
         self.padding_hw = padding

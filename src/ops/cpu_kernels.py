@@ -32,7 +32,7 @@ COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-pthread", "-shared", "-
 # tuned for the machine it runs on, which is also the one it is compiled on; retried without where refused
 NATIVE_FLAGS = ["-march=native"]
 DISABLE_VARIABLE = "FUSED_CPU_KERNELS"
-_switch = {"enabled": os.environ.get(DISABLE_VARIABLE, "1") != "0"}
+_switch = {"enabled": os.environ.get(DISABLE_VARIABLE, "1") != "0", "portable": False}
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +112,21 @@ def use_fused_cpu_kernels(enabled):
     return previous
 
 
+def use_portable_operators(enabled):
+    """For the cells built from now on, MindSpore's standard operators only (an exported graph: ONNX and MINDIR
+    hold neither the fused kernels nor the unfold path of a CPU convolution); returns the previous setting."""
+    previous, _switch["portable"] = _switch["portable"], bool(enabled)
+    return previous
+
+
+def portable_operators():
+    return _switch["portable"]
+
+
 def fused_kernels_enabled(library="cpu_kernels"):
     """True when the fused kernels of `library` serve this process: CPU target, switched on, compiled."""
-    return ms.get_context("device_target") == "CPU" and _switch["enabled"] and library_path(library) is not None
+    return (ms.get_context("device_target") == "CPU" and _switch["enabled"] and not _switch["portable"]
+            and library_path(library) is not None)
 
 
 def _custom_op(entry, out_shape, out_dtype, bprop=None, library="cpu_kernels"):
@@ -185,14 +197,29 @@ class _UnaryCell(nn.Cell):
         return self.native(x)
 
 
+# Abramowitz & Stegun 7.1.26: erfc(z) = poly(1 / (1 + p z)) exp(-z^2) for z >= 0, within 1.5e-7
+_ERFC_P = 0.3275911
+_ERFC_POLY = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+
+
 class GELU(_UnaryCell):
-    """Exact (erf) GELU."""
+    """Exact (erf) GELU. With portable operators (export), x * Phi(x) from exp and a polynomial, within 1e-6
+    of it: MindSpore's ONNX export has no Erf."""
 
     def __init__(self):
         super().__init__("Gelu", _input)
+        self.portable = portable_operators()
 
     def native(self, x):
-        return ops.gelu(x, approximate="none")
+        if not self.portable:
+            return ops.gelu(x, approximate="none")
+        z = ops.abs(x) * (1 / math.sqrt(2))
+        t = ops.ones_like(z) / (1 + _ERFC_P * z)
+        poly = _ERFC_POLY[0]
+        for coefficient in _ERFC_POLY[1:]:
+            poly = poly * t + coefficient
+        tail = 0.5 * poly * t * ops.exp(-z * z)  # P(N(0, 1) > |x|)
+        return x * ops.select(x >= 0, 1 - tail, tail)
 
 
 class Softmax(_UnaryCell):
@@ -328,6 +355,7 @@ class GroupNorm(nn.GroupNorm):
     def __init__(self, num_groups, num_channels, eps=1e-5, relu=False):
         super().__init__(num_groups, num_channels, eps=eps)
         self.relu = relu
+        self.portable = portable_operators()
         self.fused = fused_kernels_enabled()
         if self.fused:
             self.eps_tensor = ms.Tensor([eps], ms.float32)
@@ -338,8 +366,16 @@ class GroupNorm(nn.GroupNorm):
             batch, channels = x.shape[:2]
             grouped = x.reshape(batch, self.num_groups, channels // self.num_groups, -1)
             return self.fused_forward(grouped, self.gamma, self.beta, self.eps_tensor)[0].reshape(x.shape)
-        out = super().construct(x)
+        out = self.portable_group_norm(x) if self.portable else super().construct(x)
         return ops.relu(out) if self.relu else out
+
+    def portable_group_norm(self, x):
+        """GroupNorm from means and a square root: MindSpore's ONNX export has no GroupNorm."""
+        grouped = x.reshape(x.shape[0], self.num_groups, -1)
+        centred = grouped - grouped.mean(axis=-1, keep_dims=True)
+        normalised = centred / ops.sqrt(ops.square(centred).mean(axis=-1, keep_dims=True) + self.eps)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return normalised.reshape(x.shape) * self.gamma.reshape(shape) + self.beta.reshape(shape)
 
 
 def squared_sum_op():

@@ -17,8 +17,42 @@ from src.weights.torch_format import PickledModule, module_state_dict, read_torc
 WRAPPER_KEYS = ("model", "module", "state_dict")
 
 
+def read_safetensors(path):
+    """{name: array} of a .safetensors file (a header and raw tensors: nothing in it can run), through the
+    safetensors package's NumPy API; bfloat16, which NumPy lacks, widened to float32 from its bytes."""
+    import json
+    import struct
+
+    from safetensors import SafetensorError, safe_open
+
+    tensors, bfloat16 = {}, []
+    try:
+        with safe_open(path, framework="np") as tensors_file:  # checks the header and the offsets
+            for key in tensors_file.keys():
+                try:
+                    tensors[key] = tensors_file.get_tensor(key)
+                except TypeError:  # "data type 'bfloat16' not understood"
+                    bfloat16.append(key)
+    except (SafetensorError, OSError) as err:
+        raise UserInputError(f"cannot read {path} as .safetensors: {err}") from None
+    if bfloat16:
+        with open(path, "rb") as raw:
+            (header_size,) = struct.unpack("<Q", raw.read(8))
+            header = json.loads(raw.read(header_size))
+            data = raw.read()
+        for key in bfloat16:
+            entry = header[key]
+            if entry["dtype"] != "BF16":
+                raise UserInputError(f"{path}: tensor {key} has dtype {entry['dtype']}, which cannot be read")
+            begin, end = entry["data_offsets"]
+            widened = np.frombuffer(data[begin:end], np.uint16).astype(np.uint32) << 16
+            tensors[key] = widened.view(np.float32).reshape(entry["shape"])
+    return tensors
+
+
 def read_published_weights(path):
-    """{name: float32 array} of every tensor in a .npz, a PyTorch checkpoint or a pickled module (.pkl)."""
+    """{name: float32 array} of every tensor in a .npz, a .safetensors file, a PyTorch checkpoint or a pickled
+    module (.pkl)."""
     if not os.path.isfile(path):
         raise UserInputError(f"input checkpoint not found: {path}")
     if path.endswith(".npz"):
@@ -27,6 +61,8 @@ def read_published_weights(path):
                 return {key: npz[key] for key in npz.files}
         except (OSError, ValueError) as err:
             raise UserInputError(f"cannot read {path} as .npz: {err}") from None
+    if path.endswith(".safetensors"):
+        return {key: value.astype(np.float32) for key, value in read_safetensors(path).items()}
     if path.endswith(".pkl"):
         module = read_torch_file(path, modules=True, stub_packages=("dall_e",))
         if not isinstance(module, PickledModule):
