@@ -229,3 +229,25 @@ def test_tiny_beit_trains_evaluates_and_predicts(tmp_path):
     assert {p["name"] for r in results for p in r["predictions"]} <= {"n00000000", "n00000001", "n00000002"}
     for r in results:
         assert r["predictions"][0]["score"] >= r["predictions"][1]["score"]
+
+
+def test_conversion_needs_no_torch(tmp_path):
+    """A checkpoint with absolute and relative position tables, converted for another resolution (both tables
+    resized) where torch cannot be imported, gives what it gives with torch importable."""
+    reference = timm_beit(**TINY, use_abs_pos_emb=True, use_rel_pos_bias=True)
+    path = tmp_path / "tiny.pth"
+    torch.save(unilm_state_dict(reference), path)
+    sizes = "{patch_size: 8, embed_dim: 32, depth: 2, num_heads: 4, init_values: 0.1, use_abs_pos_emb: true}"
+    command = ["--pth_file", str(path), "--arch", "beit_base_patch16_224", "--img_size", "48", "--model_args", sizes]
+    with_torch = run_script("conv_pt2ckpt.py", *command, "--ckpt_file", str(tmp_path / "with_torch.ckpt"))
+    assert with_torch.returncode == 0, with_torch.stderr
+    blocked = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path('conv_pt2ckpt.py', run_name='__main__')")
+    without_torch = run_script("-c", blocked, "conv_pt2ckpt.py", *command, "--ckpt_file",
+                               str(tmp_path / "without_torch.ckpt"))
+    assert without_torch.returncode == 0, without_torch.stderr
+    expected, got = (load_checkpoint(str(tmp_path / f"{name}.ckpt")) for name in ("with_torch", "without_torch"))
+    assert expected.keys() == got.keys() and "pos_embed" in got
+    assert got["pos_embed"].shape == (1, 1 + 6 * 6, 32)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key].asnumpy(), value.asnumpy(), err_msg=key)
