@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from machine import describe_machine
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
@@ -87,6 +89,7 @@ def main():
         write_photo_imagenet(data, num_classes=8, train_per_class=args.images // 8, val_per_class=0)
     reference = images_per_second(timm_loader(data, args.workers, args.batch), args.epochs)
     mindspore_rate = images_per_second(ours(data, args.workers, args.batch), args.epochs)
+    print(describe_machine())
     print(f"timm + DataLoader ({args.workers} workers): {reference:8.1f} images/s")
     print(f"this repository   ({args.workers} workers): {mindspore_rate:8.1f} images/s")
     print(f"ratio (ours / timm): {mindspore_rate / reference:.2f}x")

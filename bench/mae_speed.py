@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 from src.engine.train_one_step import TrainOneStepCell  # noqa: E402
 from src.models import create_model  # noqa: E402
@@ -47,7 +48,8 @@ def main():
         (args.batch, 3, args.image_size, args.image_size)).astype(np.float32))
     masked = median_step_seconds(args.arch, 0.75, images, args.steps)
     full = median_step_seconds(args.arch, 0.0, images, args.steps)
-    print(f"{args.arch}, batch {args.batch}, {args.image_size}px, {ms.get_context('device_target')}")
+    print(f"{args.arch}, batch {args.batch}, {args.image_size}px, {ms.get_context('device_target')}; "
+          f"{describe_machine()}")
     print(f"mask 0.75: {masked * 1000:9.1f} ms/step  {args.batch / masked:7.2f} images/s")
     print(f"mask 0   : {full * 1000:9.1f} ms/step  {args.batch / full:7.2f} images/s")
     print(f"speed-up of the asymmetric design: {full / masked:.2f}x")

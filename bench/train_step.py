@@ -14,11 +14,12 @@ block / unit; timm's set_grad_checkpointing), and the memory saved and the time 
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
+
+from machine import describe_machine
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
@@ -51,15 +52,6 @@ def peak_memory_mib(device, framework):
         import mindspore as ms
         return ms.runtime.max_memory_allocated() / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def time_steps(step, steps, sync):
@@ -222,7 +214,7 @@ def main():
         results[side, recompute] = json.loads(done.stdout.strip().splitlines()[-1])
     name = f"{args.arch}{' (tiny)' if args.tiny else ''}"
     print(f"{name} {args.mode}, batch {args.batch}, {args.image_size}px, {args.device}"
-          f"{' AMP' if args.amp else ''}; CPU: {cpu_name()}, {os.cpu_count()} cores")
+          f"{' AMP' if args.amp else ''}; {describe_machine()}")
     memory = "GPU memory" if args.device == "GPU" else "peak RSS"
     for side, recompute in runs:
         label = {"mindspore": "MindSpore", "torch": "PyTorch"}[side] + (" recompute" if recompute else "")
