@@ -223,35 +223,36 @@ def test_metrics_records_count_overflow_steps_and_carry_the_loss_scale(tmp_path)
     assert all(record["images_per_sec"] > 0 for record in records[1:])
 
 
-def test_a_full_disk_at_a_checkpoint_is_one_error_line_and_leaves_the_older_ones(small_digits, tmp_path, monkeypatch,
-                                                                                 capsys):
+FULL_DISK_AT_THE_SECOND_SAVE = """
+import errno, runpy, sys
+import mindspore as ms
+real_save, calls = ms.save_checkpoint, []
+
+def save_until_the_disk_is_full(save_obj, path, **kwargs):
+    calls.append(path)
+    if len(calls) == 1:
+        return real_save(save_obj, path, **kwargs)
+    with open(path[:-len(".ckpt")] + ".tmp", "wb") as partial:  # where MindSpore writes before renaming
+        partial.write(bytes(1000))
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+ms.save_checkpoint = save_until_the_disk_is_full
+sys.argv = sys.argv[1:]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_error_line_and_leaves_the_older_ones(small_digits, tmp_path):
     """The second checkpoint's write fails as on a full disk (after MindSpore has written part of its
     temporary file): one error line naming the file, no temporary file left, the first checkpoint loadable."""
-    import errno
+    from conftest import TINY_CONFIG, assert_one_line_error, run_script
 
-    from conftest import TINY_CONFIG
-
-    import train
-
-    real_save = ms.save_checkpoint
-    calls = []
-
-    def save_until_the_disk_is_full(save_obj, path, **kwargs):
-        calls.append(path)
-        if len(calls) == 1:
-            return real_save(save_obj, path, **kwargs)
-        with open(path[:-len(".ckpt")] + ".tmp", "wb") as partial:  # where MindSpore writes before renaming
-            partial.write(b"\0" * 1000)
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(ms, "save_checkpoint", save_until_the_disk_is_full)
-    with pytest.raises(SystemExit) as exit_info:
-        train.main(["--config", TINY_CONFIG, "--data_url", small_digits, "--train_url", str(tmp_path),
-                    "--batch_size", "16", "--epochs", "3", "--eval_interval", "0"])
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    result = run_script("-c", FULL_DISK_AT_THE_SECOND_SAVE, "train.py", "--config", TINY_CONFIG, "--data_url",
+                        small_digits, "--train_url", str(tmp_path), "--batch_size", "16", "--epochs", "3",
+                        "--eval_interval", "0")
     second = tmp_path / "ckpt_0000" / "bit_m_r50x1_0000-2_8.ckpt"
-    assert errors == [f"error: cannot write checkpoint {second}: [Errno 28] No space left on device"]
+    assert_one_line_error(result, f"error: cannot write checkpoint {second}: [Errno 28] No space left on device")
+    assert result.returncode == 2
     assert sorted(os.listdir(tmp_path / "ckpt_0000")) == ["bit_m_r50x1_0000-1_8.ckpt"]  # no temporary file
     assert int(load_checkpoint(str(tmp_path / "ckpt_0000" / "bit_m_r50x1_0000-1_8.ckpt"))["step_num"]
                .asnumpy().reshape(-1)[0]) == 8
