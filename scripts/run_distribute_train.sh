@@ -27,6 +27,13 @@ mkdir -p "$LOG_DIR"
 cd "$ROOT" || exit 1
 TRAIN_ARGS=(train.py --config "$CONFIG_PATH" --data_url "$DATA_PATH" --train_url "$TRAIN_URL" "$@")
 
+# after SIGTERM / SIGINT was passed to the workers: the first worker's "interrupted by ..." line, exit 128 + signal
+report_interrupted() {
+    INTERRUPTED=$(grep -h -m1 -o "interrupted by SIG.*" "$1" 2>/dev/null)
+    echo "${INTERRUPTED:-error: interrupted by SIG$SIGNAL before the workers could save}" >&2
+    exit $((128 + $(kill -l "$SIGNAL")))
+}
+
 if [ -n "${RANK_TABLE_FILE:-}" ]; then
     [ -f "$RANK_TABLE_FILE" ] || usage "RANK_TABLE_FILE not found: $RANK_TABLE_FILE"
     export RANK_TABLE_FILE RANK_SIZE=${RANK_SIZE:-$DEVICE_NUM}
@@ -38,16 +45,29 @@ if [ -n "${RANK_TABLE_FILE:-}" ]; then
             > "$LOG_DIR/rank_$((${RANK_START:-0} + i)).log" 2>&1 &
         PIDS+=($!)
     done
+    SIGNAL=
+    trap 'SIGNAL=TERM; kill -s TERM "${PIDS[@]}" 2>/dev/null' TERM
+    trap 'SIGNAL=INT; kill -s INT "${PIDS[@]}" 2>/dev/null' INT
     STATUS=0
     for ((i = 0; i < DEVICE_NUM; i++)); do
         wait "${PIDS[$i]}"
         CODE=$?
+        while kill -0 "${PIDS[$i]}" 2>/dev/null; do  # a trapped signal interrupts wait
+            wait "${PIDS[$i]}"
+            CODE=$?
+        done
+        if [ -n "$SIGNAL" ]; then
+            continue
+        fi
         if [ $CODE -ne 0 ]; then
             RANK=$((${RANK_START:-0} + i))
             echo "error: rank $RANK exited with status $CODE; see $LOG_DIR/rank_$RANK.log" >&2
             STATUS=1
         fi
     done
+    if [ -n "$SIGNAL" ]; then
+        report_interrupted "$LOG_DIR/rank_${RANK_START:-0}.log"
+    fi
     exit $STATUS
 fi
 
@@ -79,9 +99,7 @@ while kill -0 "$MSRUN_PID" 2>/dev/null; do  # a trapped signal interrupts wait; 
     STATUS=$?
 done
 if [ -n "$SIGNAL" ]; then
-    INTERRUPTED=$(grep -h -m1 -o "interrupted by SIG.*" "$LOG_DIR/worker_0.log" 2>/dev/null)
-    echo "${INTERRUPTED:-error: interrupted by SIG$SIGNAL before the workers could save}" >&2
-    exit $((128 + $(kill -l "$SIGNAL")))
+    report_interrupted "$LOG_DIR/worker_0.log"
 fi
 if [ "$STATUS" -ne 0 ]; then
     "$PYTHON" scripts/msrun_failure.py "$LOG_DIR" >&2

@@ -209,3 +209,26 @@ def test_sigterm_stops_both_workers_at_one_step_and_resume_auto_ends_as_an_unint
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_the_rank_table_launch_passes_sigterm_to_every_rank(tmp_path, small_digits):
+    """Stand-in ranks that stop on SIGTERM as train.py does: the script passes the signal on, waits for them,
+    and ends with rank 0's line and 128 + 15."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text('#!/bin/bash\ntrap \'echo "interrupted by SIGTERM at epoch 1 step 2; saved ckpt_$RANK_ID; '
+                           'continue with --resume auto"; exit 143\' TERM\necho "rank $RANK_ID up"\n'
+                           'sleep 60 &\nwait\n')
+    fake_python.chmod(0o755)
+    rank_table = tmp_path / "rank_table_2p.json"
+    rank_table.write_text("{}")
+    train_url = tmp_path / "out"
+    job = script("run_distribute_train.sh", "2", TINY_CONFIG, small_digits, str(train_url), "--epochs", "3",
+                 env={"PYTHON": str(fake_python), "RANK_TABLE_FILE": str(rank_table)})
+    logs = [train_url / "log" / f"rank_{rank}.log" for rank in (0, 1)]
+    wait_for(lambda: all(log.exists() and "up" in log.read_text() for log in logs), 60, "both ranks")
+    job.send_signal(signal.SIGTERM)
+    code, _, stderr = finish(job, timeout=60)
+    assert code == 128 + signal.SIGTERM
+    assert stderr.splitlines() == [
+        "interrupted by SIGTERM at epoch 1 step 2; saved ckpt_0; continue with --resume auto"]
+    assert all("interrupted by SIGTERM" in log.read_text() for log in logs)  # every rank got it
