@@ -2,12 +2,13 @@
 built from timm's blocks for MAE pretraining), on the same machine, in one run.
 
     python bench/train_step.py --arch beit_base_patch16_224 --batch 8 [--image_size 224] [--steps 5]
-        [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp] [--recompute]
+        [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp] [--recompute] [--reference eager|compile]
 
 Each side runs in its own process, one after the other (so neither competes with the other and each
 reports its own peak memory): MindSpore in GRAPH_MODE with the full train-one-step cell (dynamic loss
 scale, global-norm clip, EMA), PyTorch eager with the same optimizer, the same loss scaling, clip and EMA.
 Prints the median step time, images/s and peak memory of each, and the ratio of images/s (>1: faster here).
+With --reference compile PyTorch also runs compiled (torch.compile), reported beside eager for information.
 With --recompute each side also runs with activation checkpointing (MindSpore's cell recompute of every
 block / unit; timm's set_grad_checkpointing), and the memory saved and the time added are printed for each.
 """
@@ -136,6 +137,8 @@ def run_torch(args, spec, size_kwargs):
     network = torch_reference(args, spec, size_kwargs).to(device)
     if args.with_recompute:
         network.set_grad_checkpointing(True)
+    if args.compiled:
+        network = torch.compile(network)
     images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     labels = torch.randint(0, NUM_CLASSES, (args.batch,), device=device)
     pretraining = spec["reference"] == "mae"
@@ -195,36 +198,44 @@ def main():
     parser.add_argument("--amp", action="store_true", help="float16 compute (MindSpore O2, torch autocast)")
     parser.add_argument("--recompute", action="store_true",
                         help="also run each side with activation checkpointing, and compare")
+    parser.add_argument("--reference", choices=["eager", "compile"], default="eager",
+                        help="compile: also PyTorch with torch.compile, reported beside eager (for information)")
     parser.add_argument("--side", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--with_recompute", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         return run_side(args)
 
-    runs = [(side, recompute) for side in ("mindspore", "torch") for recompute in (False, True)
-            if recompute <= args.recompute]
+    # (side, variant): each in its own process
+    runs = [("mindspore", ""), ("torch", "")]
+    runs += [("mindspore", "recompute"), ("torch", "recompute")] if args.recompute else []
+    runs += [("torch", "compile")] if args.reference == "compile" else []
+    flags = {"": [], "recompute": ["--with_recompute"], "compile": ["--compiled"]}
     results = {}
-    for side, recompute in runs:
-        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side,
-                   *(["--with_recompute"] if recompute else [])]
+    for side, variant in runs:
+        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side, *flags[variant]]
         done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
         if done.returncode != 0:
             sys.exit(f"the {side} side failed:\n{done.stderr[-3000:]}")
-        results[side, recompute] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[side, variant] = json.loads(done.stdout.strip().splitlines()[-1])
     name = f"{args.arch}{' (tiny)' if args.tiny else ''}"
     print(f"{name} {args.mode}, batch {args.batch}, {args.image_size}px, {args.device}"
           f"{' AMP' if args.amp else ''}; {describe_machine()}")
     memory = "GPU memory" if args.device == "GPU" else "peak RSS"
-    for side, recompute in runs:
-        label = {"mindspore": "MindSpore", "torch": "PyTorch"}[side] + (" recompute" if recompute else "")
-        seconds = results[side, recompute]["seconds"]
+    for side, variant in runs:
+        label = f"{ {'mindspore': 'MindSpore', 'torch': 'PyTorch'}[side]} {variant}".strip()
+        seconds = results[side, variant]["seconds"]
         print(f"{label:19}: {seconds * 1000:9.1f} ms/step {args.batch / seconds:8.2f} images/s  "
-              f"{memory} {results[side, recompute]['peak_mib']:7.0f} MiB")
-    ratio = results["torch", False]["seconds"] / results["mindspore", False]["seconds"]
-    print(f"ratio (images/s here / PyTorch): {ratio:.2f}x")
+              f"{memory} {results[side, variant]['peak_mib']:7.0f} MiB")
+    ours = results["mindspore", ""]["seconds"]
+    print(f"ratio (images/s here / PyTorch): {results['torch', '']['seconds'] / ours:.2f}x")
+    if args.reference == "compile":
+        compiled = results["torch", "compile"]["seconds"]
+        print(f"ratio (images/s here / PyTorch with torch.compile): {compiled / ours:.2f}x")
     for side in ("mindspore", "torch") if args.recompute else ():
-        plain, recomputed = results[side, False], results[side, True]
+        plain, recomputed = results[side, ""], results[side, "recompute"]
         print(f"recompute, {side}: peak memory {recomputed['peak_mib'] / plain['peak_mib'] - 1:+.0%}, "
               f"step time {recomputed['seconds'] / plain['seconds'] - 1:+.0%}")
 
