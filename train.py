@@ -59,16 +59,17 @@ def main(argv=None):
     optimizer = create_optimizer(args, network, lr_schedule)
     train_cell = create_train_step(args, task.loss_cell(network, helper), optimizer)
 
-    start_step, best = 0, (0.0, 0)
+    start_step, best, checkpoint = 0, (0.0, 0), None
     if args.resume == "auto":
         searched = os.path.join(remote_train_url or args.train_url, "ckpt_0000")
-        args.resume = (fetch_newest_checkpoint(remote_train_url, os.path.join(args.cache_dir, f"resume_{rank}"), log)
-                       if remote_train_url else newest_checkpoint(args.train_url, log=log))
+        args.resume, checkpoint = (
+            fetch_newest_checkpoint(remote_train_url, os.path.join(args.cache_dir, f"resume_{rank}"), log)
+            if remote_train_url else newest_checkpoint(args.train_url, log=log))
         log(f"resume auto: from {args.resume}" if args.resume else
             f"resume auto: no checkpoint in {searched}; starting fresh")
     if args.resume:
         schedules = schedule_param_names(optimizer)
-        start_step, best = resume_training(train_cell, args.resume, steps_per_epoch, log=log,
+        start_step, best = resume_training(train_cell, args.resume, steps_per_epoch, log=log, checkpoint=checkpoint,
                                            skip=lambda name: task.frozen_param(name) or name in schedules)
     task.prepare(network, train_data, log)
     if start_step >= args.epochs * steps_per_epoch:
@@ -89,7 +90,7 @@ def main(argv=None):
                             lr_now=lambda: current_learning_rate(optimizer, lr_schedule),
                             unreadable_images=train_data.unreadable_images), checkpoints,
                  DivergenceGuard(args.is_dynamic_loss_scale, args.max_overflow_steps, steps_per_epoch,
-                                 last_checkpoint=lambda: newest_checkpoint(args.train_url, log=log))]
+                                 last_checkpoint=lambda: newest_checkpoint(args.train_url, log=log)[0])]
     if remote_train_url and writes_outputs:
         callbacks.append(UploadOutputs(args.train_url, remote_train_url, rank))
     sink_size = sink_size_for(args, steps_per_epoch, accumulating=args.accum_steps > 1, log=log)

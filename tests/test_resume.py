@@ -185,9 +185,10 @@ def test_resume_auto_passes_over_temporary_and_unreadable_files(uninterrupted, t
     (folder / ".tmp-abc.tmp").write_bytes(b"half a checkpoint")
     (folder / "beit_base_patch16_224_0000-3_9.ckpt").write_bytes(b"not a checkpoint")  # newer by name, unreadable
     warnings = []
-    assert newest_checkpoint(str(tmp_path / "run"), log=warnings.append) == str(folder / FINAL_NAME)
+    path, checkpoint = newest_checkpoint(str(tmp_path / "run"), log=warnings.append)
+    assert path == str(folder / FINAL_NAME) and "step_num" in checkpoint
     assert len(warnings) == 2 and all(warning.startswith("warning: resume auto: passing over") for warning in warnings)
-    assert newest_checkpoint(str(tmp_path / "empty"), log=warnings.append) is None
+    assert newest_checkpoint(str(tmp_path / "empty"), log=warnings.append) == (None, None)
 
 
 

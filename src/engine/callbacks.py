@@ -3,6 +3,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import time
 
 import mindspore as ms
@@ -23,6 +24,12 @@ def _crossed(step, steps_in_call, interval):
     """Whether the last call (steps step - steps_in_call + 1 .. step) passed a multiple of `interval`: every
     step when stepping, the group's end when sinking."""
     return step // interval > (step - steps_in_call) // interval
+
+
+def _flag(net_outputs, index):
+    """A boolean the train step returns: (loss, overflow, loss scale, stop) at index 1 or 3; False where the
+    step returns fewer outputs."""
+    return isinstance(net_outputs, (tuple, list)) and len(net_outputs) > index and bool(net_outputs[index].asnumpy())
 
 
 def _loss_value(net_outputs):
@@ -94,7 +101,7 @@ class StepLogger(Callback):
         params = run_context.original_args()
         step = _step_in_epoch(params.cur_step_num, self.steps_per_epoch)
         outputs = params.net_outputs
-        if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and bool(outputs[1].asnumpy()):
+        if _flag(outputs, 1):
             self.overflow_steps += 1
             self.overflow_total += 1
         if _crossed(step, params.steps_in_call, self.log_interval) or step == self.steps_per_epoch:
@@ -146,7 +153,7 @@ class DivergenceGuard(Callback):
     def on_train_step_end(self, run_context):
         params = run_context.original_args()
         outputs = params.net_outputs
-        if not (isinstance(outputs, (tuple, list)) and len(outputs) > 2 and bool(outputs[1].asnumpy())):
+        if not _flag(outputs, 1):
             self.overflowing_at_minimum = 0
             return
         scale = float(outputs[2].asnumpy())
@@ -167,10 +174,14 @@ class DivergenceGuard(Callback):
                              + (f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"))
 
 
-def _checkpoint_position(path):
-    """(epoch, step in epoch) of a name like `bit_m_r50x1_0000-12_390.ckpt`."""
-    epoch, step = os.path.basename(path)[:-len(".ckpt")].rsplit("-", 1)[1].split("_")
-    return int(epoch), int(step)
+CHECKPOINT_NAME = re.compile(r"^.+_\d{4}-(\d+)_(\d+)\.ckpt$")  # <arch>_<rank>-<epoch>_<step in epoch>.ckpt
+
+
+def checkpoint_position(path):
+    """(epoch, step in epoch) of a checkpoint named as CheckpointAndEval names them, like
+    `bit_m_r50x1_0000-12_390.ckpt`; None for any other name."""
+    match = CHECKPOINT_NAME.match(os.path.basename(path))
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 @contextlib.contextmanager
@@ -238,7 +249,7 @@ class CheckpointAndEval(Callback):
         if self.stop_signals.received is not None and not self.stop_flagged:
             self.train_cell.stop_requested.set_data(ms.Tensor(1.0, ms.float32))
             self.stop_flagged = True
-        return isinstance(outputs, (tuple, list)) and len(outputs) > 3 and bool(outputs[3].asnumpy())
+        return _flag(outputs, 3)
 
     def _save(self, folder, epoch, global_step, keep):
         path = self._path(folder, epoch, global_step)
@@ -246,7 +257,7 @@ class CheckpointAndEval(Callback):
             "epoch_num": epoch, "step_num": global_step, "best_acc": float(self.best_acc),
             "best_epoch": int(self.best_epoch)},
             skip=lambda name: name == STOP_REQUESTED or (self.skip is not None and self.skip(name)))
-        old = sorted(glob.glob(os.path.join(folder, f"{self.prefix}-*.ckpt")), key=_checkpoint_position)
+        old = sorted(glob.glob(os.path.join(folder, f"{self.prefix}-*.ckpt")), key=checkpoint_position)
         for stale in old[:-keep] if keep > 0 else []:
             os.remove(stale)
         return path

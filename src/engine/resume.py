@@ -1,52 +1,53 @@
 """Resuming a run from a checkpoint written by CheckpointAndEval: weights, optimizer state, loss scale, EMA,
 noise state, and where it stopped (global step, best accuracy so far); `--resume auto` finds the newest."""
 import os
-import re
 
 import numpy as np
 
+from src.engine.callbacks import checkpoint_position
 from src.engine.train_one_step import STOP_REQUESTED
 from src.errors import UserInputError
 from src.runtime.modelarts import import_moxing
 from src.weights.checkpoint import load_checkpoint
 from src.weights.loading import load_weights
 
-CHECKPOINT_NAME = re.compile(r"^.+_\d{4}-(\d+)_(\d+)\.ckpt$")  # <arch>_<rank>-<epoch>_<step in epoch>.ckpt
-
 
 def _newest_first(folder, names, log):
     """The checkpoint names among `names`, newest (highest epoch, then step in the epoch) first."""
     positions = {}
     for name in names:
-        match = CHECKPOINT_NAME.match(name)
         if name.startswith(".tmp"):
             log(f"warning: resume auto: passing over {folder}/{name}, the temporary file of an unfinished write")
-        elif match:
-            positions[name] = (int(match.group(1)), int(match.group(2)))
+        elif checkpoint_position(name):
+            positions[name] = checkpoint_position(name)
     return sorted(positions, key=positions.get, reverse=True)
 
 
-def _readable(path, log):
+def _read(path, log):
+    """The checkpoint at `path`, or None (with a warning) when it cannot be read."""
     try:
-        load_checkpoint(path)
+        return load_checkpoint(path)
     except UserInputError as err:
         log(f"warning: resume auto: passing over {err}")
-        return False
-    return True
+        return None
 
 
 def newest_checkpoint(train_url, log=print):
-    """The newest complete checkpoint of `train_url/ckpt_0000`, or None. Temporary files of an interrupted
-    write and files that cannot be read are passed over with a warning."""
+    """(path, contents) of the newest complete checkpoint of `train_url/ckpt_0000`, or (None, None). Temporary
+    files of an interrupted write and files that cannot be read are passed over with a warning."""
     folder = os.path.join(train_url, "ckpt_0000")
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    return next((os.path.join(folder, name) for name in _newest_first(folder, names, log)
-                 if _readable(os.path.join(folder, name), log)), None)
+    for name in _newest_first(folder, names, log):
+        path = os.path.join(folder, name)
+        checkpoint = _read(path, log)
+        if checkpoint is not None:
+            return path, checkpoint
+    return None, None
 
 
 def fetch_newest_checkpoint(remote_train_url, local_folder, log=print):
     """`newest_checkpoint` of a train_url on OBS (ModelArts): the newest readable checkpoint of its ckpt_0000,
-    copied into `local_folder` (only that one), or None."""
+    copied into `local_folder` (only that one), and its contents; or (None, None)."""
     mox = import_moxing()
     remote = f"{remote_train_url.rstrip('/')}/ckpt_0000"
     names = mox.file.list_directory(remote) if mox.file.exists(remote) else []
@@ -54,16 +55,18 @@ def fetch_newest_checkpoint(remote_train_url, local_folder, log=print):
     for name in _newest_first(remote, names, log):
         local = os.path.join(local_folder, name)
         mox.file.copy(f"{remote}/{name}", local)
-        if _readable(local, log):
-            return local
+        checkpoint = _read(local, log)
+        if checkpoint is not None:
+            return local, checkpoint
         os.remove(local)
-    return None
+    return None, None
 
 
-def resume_training(train_cell, path, steps_per_epoch, skip, log=print):
-    """Load `path` into the train cell (all but the parameters `skip` accepts: frozen helper networks and lr
-    schedules, which are rebuilt); returns (global step, (best_acc, best_epoch))."""
-    checkpoint = load_checkpoint(path)
+def resume_training(train_cell, path, steps_per_epoch, skip, log=print, checkpoint=None):
+    """Load `path` (or its `checkpoint` contents, when already read) into the train cell (all but the parameters
+    `skip` accepts: frozen helper networks and lr schedules, which are rebuilt); returns (global step,
+    (best_acc, best_epoch))."""
+    checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
     load_weights(train_cell, checkpoint, path, skip=lambda name: name == STOP_REQUESTED or skip(name))
     start_step, best = resume_state(checkpoint, steps_per_epoch)
     epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
