@@ -12,12 +12,12 @@ from src.engine.evaluation import evaluate
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
 from src.runtime.context import init_context
-from src.weights.loading import load_inference_weights
+from src.weights.pretrained import load_inference_weights
 
 
 @report_user_errors
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv, published_settings=True)
     if not args.pretrained:
         raise UserInputError("eval.py needs --pretrained CKPT")
     init_context(args)

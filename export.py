@@ -17,14 +17,14 @@ from src.ops.cpu_kernels import use_portable_operators
 from src.runtime.context import init_context
 from src.tasks import create_task
 from src.tasks.classification import Classification
-from src.weights.loading import load_inference_weights
+from src.weights.pretrained import load_inference_weights
 
 FORMATS = {"MINDIR": ".mindir", "AIR": ".air", "ONNX": ".onnx"}
 
 
 @report_user_errors
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv, published_settings=True)
     file_format = args.file_format.upper()
     if file_format not in FORMATS:
         raise UserInputError(f"unknown file_format '{args.file_format}', expected one of {list(FORMATS)}")

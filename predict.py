@@ -1,8 +1,9 @@
-"""Classify images with a checkpoint: python predict.py --config C --pretrained CKPT IMAGE_OR_FOLDER... [--topk 5]
+"""Classify images: python predict.py --config C --pretrained CKPT IMAGE_OR_FOLDER... [--topk 5]
+                   python predict.py --pretrained NAME IMAGE_OR_FOLDER...   (a published name, no config needed)
 
-Prints a table of the top-k classes and scores for each image, then, as the last line, the same as
-JSON. Class names: ImageNet-1k's for 1000-class models, else the class folders of
-`data_url/train`, else class indices. Images get the evaluation preprocessing of the config.
+Prints one line per image, its top-k classes with their scores, then, as the last line, the same as JSON.
+Class names: ImageNet-1k's for 1000-class models, else the class folders of `data_url/train`, else class
+indices. Images get the evaluation preprocessing of the config (of the published weights, for a name).
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
 from src.runtime.context import init_context
-from src.weights.loading import load_inference_weights
+from src.weights.pretrained import load_inference_weights
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "data", "info",
                                 "imagenet1k_classes.txt")
@@ -58,9 +59,9 @@ def main(argv=None):
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--topk", type=int, default=5)
     own_args, rest = own.parse_known_args(options)
-    args = parse_args(rest)
+    args = parse_args(rest, published_settings=True)
     if not args.pretrained:
-        raise UserInputError("predict.py needs --pretrained CKPT")
+        raise UserInputError("predict.py needs --pretrained CKPT (or a published name, see --list_pretrained)")
     if not images:
         raise UserInputError("predict.py needs at least one IMAGE_OR_FOLDER")
     init_context(args)
@@ -83,9 +84,7 @@ def main(argv=None):
         best = np.argsort(-probs)[:topk]
         predictions = [{"label": int(i), "name": names[i], "score": float(probs[i])} for i in best]
         results.append({"image": path, "predictions": predictions})
-        print(path)
-        for rank, prediction in enumerate(predictions, start=1):
-            print(f"  {rank}. {prediction['score']:.4f}  {prediction['name']} ({prediction['label']})")
+        print(f"{path}: " + " | ".join(f"{p['name']} ({p['label']}) {p['score']:.4f}" for p in predictions))
     print(json.dumps(results))
 
 

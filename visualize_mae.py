@@ -23,7 +23,7 @@ from src.models.mae.mae import patchify, unpatchify
 from src.runtime.context import init_context
 from src.tasks import create_task
 from src.tasks.mae_pretrain import MaePretrain
-from src.weights.loading import load_inference_weights
+from src.weights.pretrained import load_inference_weights
 
 
 def reconstruction_panels(mae, image, mean, std):
@@ -53,7 +53,7 @@ def main(argv=None):
         position = options.index("--out")
         out = options[position + 1] if position + 1 < len(options) else None
         del options[position:position + 2]
-    args = parse_args(options)
+    args = parse_args(options, published_settings=True)
     if not isinstance(create_task(args), MaePretrain):
         raise UserInputError("visualize_mae.py needs an MAE pretraining config (task: mae_pretrain)")
     if not args.pretrained or not images or not out:

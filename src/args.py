@@ -5,12 +5,14 @@ instead of being ignored. Spellings used by the seed repositories for the same c
 accepted as ALIASES and mapped to one canonical key.
 """
 import argparse
+import os
 import sys
 
 import yaml
 
 from src.configs.parser import load_yaml_config, unknown_key_message
 from src.errors import UserInputError
+from src.weights.zoo import find_published, published_table
 
 # key: (default, help)
 DEFAULTS = {
@@ -63,7 +65,8 @@ DEFAULTS = {
     "teacher_args": (None, "VQ-KD training: teacher constructor overrides, e.g. {depth: 2}"),
     "teacher_mean": ([0.485, 0.456, 0.406], "VQ-KD training: the teacher's input normalisation mean"),
     "teacher_std": ([0.229, 0.224, 0.225], "VQ-KD training: the teacher's input normalisation std"),
-    "pretrained": (None, "checkpoint (.ckpt) whose weights initialise the model"),
+    "pretrained": (None, "weights that initialise the model: a .ckpt, a published file or a published name "
+                        "(--list_pretrained)"),
     "file_format": ("MINDIR", "export.py: MINDIR, AIR (Ascend only) or ONNX"),
     "file_name": ("", "export.py: output path without extension (empty: the arch's name)"),
     "export_batch_size": (1, "export.py: the batch the exported graph takes"),
@@ -205,20 +208,32 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise UserInputError(message)
 
 
-def parse_args(argv=None):
-    """Return the merged configuration as an argparse.Namespace."""
+def parse_args(argv=None, published_settings=False):
+    """Return the merged configuration as an argparse.Namespace. With `published_settings`, a published name
+    given as --pretrained without --config brings the settings its weights were made for (src/weights/zoo.py).
+    `--list_pretrained` prints the published names and exits."""
     argv = sys.argv[1:] if argv is None else argv
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.add_argument("--pretrained", default=None)
+    pre.add_argument("--list_pretrained", action="store_true")
     pre_args, _ = pre.parse_known_args(argv)
+    if pre_args.list_pretrained:
+        print(published_table())
+        raise SystemExit(0)
 
     values = {key: default for key, (default, _) in DEFAULTS.items()}
+    entry = find_published(pre_args.pretrained)
+    if published_settings and not pre_args.config and entry and not os.path.isfile(pre_args.pretrained):
+        values.update(entry.settings)
     config = _checked_yaml(pre_args.config) if pre_args.config else {}
     values.update(config)
 
     parser = _ArgumentParser(allow_abbrev=False, description="YAML config with command-line overrides")
     parser.add_argument("--config", default=None, help="YAML config file")
+    parser.add_argument("--list_pretrained", action="store_true", default=argparse.SUPPRESS,
+                        help="print the published names and exit")
     for key, (_, help_text) in DEFAULTS.items():
         option_names = [f"--{key}"] + [f"--{alias}" for alias, name in ALIASES.items() if name == key]
         parser.add_argument(*option_names, dest=key, type=value_parser(values[key]), default=values[key],

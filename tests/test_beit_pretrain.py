@@ -20,7 +20,8 @@ from src.models.beit.beit_pretrain import MaskedImageModelingLoss
 from src.models.beit.vqkd import NormEMAVectorQuantizer, VqkdDistillLoss, kmeans_codebook
 from src.models.vit_convert import convert_vit_weights
 from src.weights.checkpoint import load_checkpoint
-from src.weights.loading import load_weights, pretrained_weights
+from src.weights.loading import load_weights
+from src.weights.pretrained import pretrained_weights
 
 REFERENCE = os.path.join(ROOT, "tests", "reference")
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, num_heads=2)

@@ -11,7 +11,8 @@ from timm.models.resnetv2 import _create_resnetv2_bit, _load_weights
 
 from src.models import create_model, list_models
 from src.weights.checkpoint import load_checkpoint
-from src.weights.loading import load_inference_weights, load_weights
+from src.weights.loading import load_weights
+from src.weights.pretrained import load_inference_weights
 
 LAYERS = [1, 2, 1, 1]
 NUM_CLASSES = 7

@@ -2,7 +2,8 @@
 loading a frozen helper network (a tokenizer, a teacher) from its own checkpoint."""
 from src.models import create_model, create_model_from_args
 from src.models.layers import seed_noise
-from src.weights.loading import load_weights, pretrained_weights
+from src.weights.loading import load_weights
+from src.weights.pretrained import pretrained_weights
 
 
 class Task:
