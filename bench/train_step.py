@@ -11,6 +11,8 @@ Prints the median step time, images/s and peak memory of each, and the ratio of 
 With --reference compile PyTorch also runs compiled (torch.compile), reported beside eager for information.
 With --recompute each side also runs with activation checkpointing (MindSpore's cell recompute of every
 block / unit; timm's set_grad_checkpointing), and the memory saved and the time added are printed for each.
+With --profile N each side also prints its N costliest operation types per step (MindSpore's profiler, the
+torch profiler's self CPU time), measured over --steps further steps: where one CPU loses against another.
 """
 import argparse
 import json
@@ -55,19 +57,6 @@ def peak_memory_mib(device, framework):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def time_steps(step, steps, sync):
-    step()  # compile / warm up
-    step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def run_mindspore(args, spec, size_kwargs):
     import mindspore as ms
     import numpy as np
@@ -97,7 +86,7 @@ def run_mindspore(args, spec, size_kwargs):
     if args.mode == "infer":
         network.set_train(False)
         forward = (lambda: network(images)[0]) if pretraining else (lambda: network(images))
-        return time_steps(lambda: forward().asnumpy(), args.steps, lambda: None)
+        return time_steps(lambda: forward().asnumpy(), args.steps, lambda: None, profiler(args, profile_mindspore))
     with_loss = MaePretrainLoss(network) if pretraining else nn.WithLossCell(network, LabelSmoothingCrossEntropy(0.1))
     if spec["optimizer"] == "adamw":
         optimizer = AdamW(network.trainable_params(), learning_rate=1e-4, weight_decay=0.05)
@@ -106,7 +95,8 @@ def run_mindspore(args, spec, size_kwargs):
     scale = nn.DynamicLossScaleUpdateCell(loss_scale_value=1024.0, scale_factor=2, scale_window=1000)
     step = TrainOneStepCell(with_loss, optimizer, scale, clip_global_norm=1.0, ema_decay=0.9999)
     step.set_train()
-    return time_steps(lambda: step(images, labels)[0].asnumpy(), args.steps, lambda: None)
+    return time_steps(lambda: step(images, labels)[0].asnumpy(), args.steps, lambda: None,
+                      profiler(args, profile_mindspore))
 
 
 def torch_reference(args, spec, size_kwargs):
@@ -150,7 +140,7 @@ def run_torch(args, spec, size_kwargs):
         def infer():
             with torch.inference_mode(), autocast():
                 network(images)
-        return time_steps(infer, args.steps, sync)
+        return time_steps(infer, args.steps, sync, profiler(args, profile_torch))
     network.train()
     params = list(network.parameters())
     if spec["optimizer"] == "adamw":
@@ -175,7 +165,73 @@ def run_torch(args, spec, size_kwargs):
             with torch.no_grad():
                 torch._foreach_lerp_(ema, params, 1 - 0.9999)
         loss.item()
-    return time_steps(train_step, args.steps, sync)
+    return time_steps(train_step, args.steps, sync, profiler(args, profile_torch))
+
+
+def time_steps(step, steps, sync, profile=None):
+    """The median time of `steps` steps after two warm-up steps; with `profile`, the steps run again under it."""
+    step()  # compile / warm up
+    step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    if profile is not None:
+        PROFILE["ops"] = profile(step, steps)
+    return times[len(times) // 2]
+
+
+PROFILE = {}
+
+
+def profiler(args, profile):
+    """`profile` for the plain run of a side when --profile is asked for, else None."""
+    return profile if args.profile and not (args.with_recompute or args.compiled) else None
+
+
+def mindspore_op_label(row):
+    """An op type, with the cell it serves for the fused kernels (all of type Custom), e.g. 'Custom GELU backward'."""
+    if row["op_type"] != "Custom":
+        return row["op_type"]
+    cells = [scope.split("-", 1)[1] for scope in row["full_op_name"].split("/")[:-1] if "-" in scope]
+    backward = " backward" if row["full_op_name"].startswith("Gradients") else ""
+    return f"Custom {cells[-1] if cells else 'train step'}{backward}"
+
+
+def profile_mindspore(step, steps):
+    """[(op, ms per step)] from MindSpore's profiler (its CPU op summary)."""
+    import csv
+    import glob
+    import tempfile
+
+    from mindspore import Profiler
+
+    folder = tempfile.mkdtemp(prefix="ms_profile_")
+    profiler = Profiler(output_path=folder)
+    for _ in range(steps):
+        step()
+    profiler.analyse()
+    totals = {}
+    for path in glob.glob(os.path.join(folder, "**", "cpu_op_detail_info_*.csv"), recursive=True):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                label = mindspore_op_label(row)
+                totals[label] = totals.get(label, 0.0) + float(row["op_total_time(ms)"]) / steps
+    return sorted(totals.items(), key=lambda item: -item[1])
+
+
+def profile_torch(step, steps):
+    """[(op, ms per step)] of self CPU time from the torch profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    rows = [(event.key, event.self_cpu_time_total / 1000 / steps) for event in prof.key_averages()]
+    return sorted(rows, key=lambda item: -item[1])
 
 
 def run_side(args):
@@ -183,7 +239,8 @@ def run_side(args):
     size_kwargs = TINY[args.arch] if args.tiny else {}
     seconds = (run_mindspore if args.side == "mindspore" else run_torch)(args, spec, size_kwargs)
     framework = "mindspore" if args.side == "mindspore" else "torch"
-    print(json.dumps({"seconds": seconds, "peak_mib": peak_memory_mib(args.device, framework)}))
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_memory_mib(args.device, framework),
+                      "ops": PROFILE.get("ops", [])[:args.profile]}))
 
 
 def main():
@@ -200,6 +257,8 @@ def main():
                         help="also run each side with activation checkpointing, and compare")
     parser.add_argument("--reference", choices=["eager", "compile"], default="eager",
                         help="compile: also PyTorch with torch.compile, reported beside eager (for information)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print each side's N costliest operation types per step")
     parser.add_argument("--side", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--with_recompute", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
@@ -229,6 +288,11 @@ def main():
         seconds = results[side, variant]["seconds"]
         print(f"{label:19}: {seconds * 1000:9.1f} ms/step {args.batch / seconds:8.2f} images/s  "
               f"{memory} {results[side, variant]['peak_mib']:7.0f} MiB")
+    for side, variant in runs:
+        if results[side, variant]["ops"]:
+            print(f"costliest operations, {side} (ms per step):")
+            for op, ms_per_step in results[side, variant]["ops"]:
+                print(f"    {ms_per_step:9.2f}  {op}")
     ours = results["mindspore", ""]["seconds"]
     print(f"ratio (images/s here / PyTorch): {results['torch', '']['seconds'] / ours:.2f}x")
     if args.reference == "compile":

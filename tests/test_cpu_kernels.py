@@ -113,22 +113,30 @@ def test_biased_softmax_matches_torch_with_the_bias_gradient_summed_over_the_bat
     assert_close(params["bias"], ref_bias, atol=1e-6)
 
 
-def test_layer_norm_and_dense_match_torch_with_parameter_gradients():
+def test_layer_norm_matches_torch_with_parameter_gradients():
     x = sample((4, 70, 48))  # 280 rows: several row blocks for the weight gradients
     check_normalization(cpu_kernels.LayerNorm(48, eps=1e-6), torch.nn.LayerNorm(48, eps=1e-6), x)
 
-    dense = cpu_kernels.Dense(48, 24)
-    assert isinstance(dense.bias_add, cpu_kernels.BiasAdd)
-    reference = torch.nn.Linear(48, 24)
+
+# rows split over the threads (280 rows, not a multiple of the 16-row spans); columns split (3 rows, 1000
+# columns: a classifier head); a square layer; no bias
+@pytest.mark.parametrize("shape, out_features, has_bias", [((4, 70, 48), 24, True), ((3, 48), 1000, True),
+                                                          ((2, 300, 96), 96, True), ((5, 33), 40, False)])
+def test_dense_matches_torch_with_parameter_gradients(shape, out_features, has_bias):
+    dense = cpu_kernels.Dense(shape[-1], out_features, has_bias=has_bias)
+    assert dense.fused and (not has_bias or isinstance(dense.bias_add, cpu_kernels.BiasAdd))
+    reference = torch.nn.Linear(shape[-1], out_features, bias=has_bias)
     reference.weight.data = torch.tensor(dense.weight.asnumpy())
-    reference.bias.data = torch.tensor(sample((24,), seed=3))
-    dense.bias.set_data(ms.Tensor(reference.bias.data.numpy()))
-    out, grad, params = ours_with_gradients(dense, x)
-    ref_out, ref_grad, (ref_weight, ref_bias) = torch_with_gradients(reference, x, reference.parameters())
+    if has_bias:
+        reference.bias.data = torch.tensor(sample((out_features,), seed=3))
+        dense.bias.set_data(ms.Tensor(reference.bias.data.numpy()))
+    out, grad, params = ours_with_gradients(dense, sample(shape))
+    ref_out, ref_grad, ref_params = torch_with_gradients(reference, sample(shape), reference.parameters())
     assert_close(out, ref_out, atol=1e-4)
     assert_close(grad, ref_grad, atol=1e-4)
-    assert_close(params["weight"], ref_weight, rtol=1e-4, atol=1e-3)
-    assert_close(params["bias"], ref_bias, rtol=1e-4, atol=1e-4)
+    assert_close(params["weight"], ref_params[0], rtol=1e-4, atol=1e-3)
+    if has_bias:
+        assert_close(params["bias"], ref_params[1], rtol=1e-4, atol=1e-4)
 
 
 class TorchGroupNormRelu(torch.nn.GroupNorm):
@@ -212,14 +220,15 @@ def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(request):
     def cells():
         return [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU(),
                 BiasedSoftmaxOf(bias), Conv2d(32, 8, 2, stride=2, pad_mode="valid", tokens=True),
-                cpu_kernels.GroupNorm(8, 32, relu=True)]
+                cpu_kernels.GroupNorm(8, 32, relu=True), cpu_kernels.Dense(6, 10)]
     fused = cells()
     switch_fused_kernels_off(request)
     native = cells()
     assert not native[0].fused and native[1].fused_conv is None and native[1].as_matmul and not native[2].fused
-    assert not native[3].softmax.fused and native[4].fused_conv is None
-    native[1].weight.set_data(fused[1].weight.value())
-    native[4].weight.set_data(fused[4].weight.value())
+    assert not native[3].softmax.fused and native[4].fused_conv is None and not native[6].fused
+    for index in (1, 4, 6):
+        native[index].weight.set_data(fused[index].weight.value())
+    native[6].bias.set_data(fused[6].bias.value())
     for mine, theirs in zip(fused, native):
         out, grad, params = ours_with_gradients(mine, x)
         ref_out, ref_grad, ref_params = ours_with_gradients(theirs, x)
@@ -266,8 +275,9 @@ np.savez(sys.argv[1], *results)
 
 
 def test_weight_gradients_do_not_depend_on_the_thread_count(tmp_path):
-    """Fixed row blocks make the LayerNorm / GroupNorm / bias gradients bit-identical on 1 or 2 cores; the
-    convolution's weight gradient is summed per thread, so it may differ in the last bits only."""
+    """Fixed row blocks make the LayerNorm / GroupNorm / bias gradients bit-identical on 1 or 2 cores, and each
+    element of the Dense weight's gradient comes from one thread; the convolution's weight gradient is summed
+    per thread, so it may differ in the last bits only."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPU cores")
     script = tmp_path / "weight_gradients.py"
@@ -281,13 +291,12 @@ def test_weight_gradients_do_not_depend_on_the_thread_count(tmp_path):
                        preexec_fn=lambda cpus=cpus: os.sched_setaffinity(0, cpus))
     one, two = np.load(outputs[1]), np.load(outputs[2])
     grads = [(one[f"arr_{index}"], two[f"arr_{index}"]) for index in range(len(one.files))]
-    # LayerNorm gamma, beta; GroupNorm gamma, beta; the Dense bias: bit-identical
-    for index in (0, 1, 2, 3, 5):
+    # LayerNorm gamma, beta; GroupNorm gamma, beta; the Dense weight and bias: bit-identical
+    for index in (0, 1, 2, 3, 4, 5):
         np.testing.assert_array_equal(*grads[index], err_msg=f"gradient {index}")
-    # MindSpore's matmul (the Dense weight) and the convolution's weight (oneDNN's, summed over 12800 products
-    # in an order that depends on the span of samples): equal to float32 rounding
-    for index in (4, 6):
-        np.testing.assert_allclose(*grads[index], rtol=1e-4, atol=1e-4)
+    # the convolution's weight (oneDNN's, summed over 12800 products in an order that depends on the span of
+    # samples): equal to float32 rounding
+    np.testing.assert_allclose(*grads[6], rtol=1e-4, atol=1e-4)
 
 
 def test_pynative_mode_keeps_each_convolution_geometry_apart():

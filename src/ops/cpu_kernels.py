@@ -32,6 +32,7 @@ COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-pthread", "-shared", "-
 # tuned for the machine it runs on, which is also the one it is compiled on; retried without where refused
 NATIVE_FLAGS = ["-march=native"]
 DISABLE_VARIABLE = "FUSED_CPU_KERNELS"
+ONEDNN_LIBRARIES = {"cpu_conv_kernels": "convolutions", "cpu_linear_kernels": "linear layers"}  # link oneDNN
 _switch = {"enabled": os.environ.get(DISABLE_VARIABLE, "1") != "0", "portable": False}
 
 logger = logging.getLogger(__name__)
@@ -86,9 +87,9 @@ def _compile(source, link_flags, target):
 def library_path(name):
     """csrc/`name`.cc compiled, on first call; None (with one warning) where it cannot be built."""
     source = os.path.join(CSRC, f"{name}.cc")
-    link_flags = _onednn_flags() if name == "cpu_conv_kernels" else []
+    link_flags = _onednn_flags() if name in ONEDNN_LIBRARIES else []
     if link_flags is None:
-        logger.warning("fused CPU convolutions unavailable: MindSpore ships no oneDNN library here")
+        logger.warning("fused CPU %s unavailable: MindSpore ships no oneDNN library here", ONEDNN_LIBRARIES[name])
         return None
     digest = hashlib.sha256(_machine_signature().encode())
     for path in (source, *sorted(glob.glob(os.path.join(CSRC, "*.h")))):
@@ -282,20 +283,36 @@ class BiasAdd(nn.Cell):
         return x + bias
 
 
+def _linear_op():
+    """Custom op (x (M, K), weight (N, K)) -> x weight^T, with both gradients from one backward kernel."""
+    backward = _custom_op("LinearBackward", lambda dy, x, weight: (x, weight), lambda dy, x, weight: (x, weight),
+                          library="cpu_linear_kernels")
+
+    def bprop(x, weight, out, dout):
+        return backward(dout, x, weight)
+    return _custom_op("LinearForward", lambda x, weight: [x[0], weight[0]], lambda x, weight: x, bprop,
+                      library="cpu_linear_kernels")
+
+
 class Dense(nn.Dense):
-    """nn.Dense without activation whose bias addition is fused on the CPU; same parameters and names."""
+    """nn.Dense without activation whose matrix products and bias addition are fused on the CPU; same
+    parameters and names."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.activation_flag:
             raise ValueError("Dense takes no activation")
         self.matmul_transposed = ops.MatMul(transpose_b=True)  # weight is (out, in), as nn.Dense's
+        self.fused = fused_kernels_enabled("cpu_linear_kernels")
+        if self.fused:
+            self.fused_matmul_transposed = _linear_op()
         if self.has_bias:
             self.bias_add = BiasAdd()
 
     def construct(self, x):
         shape = x.shape
-        out = self.matmul_transposed(x.reshape(-1, shape[-1]), self.weight)
+        matmul = self.fused_matmul_transposed if self.fused and x.dtype == ms.float32 else self.matmul_transposed
+        out = matmul(x.reshape(-1, shape[-1]), self.weight)
         if self.has_bias:
             out = self.bias_add(out, self.bias)
         return out.reshape(shape[:-1] + (out.shape[-1],))

@@ -1,7 +1,7 @@
-// The parts of oneDNN's (v3) C API that cpu_conv_kernels.cc uses, declared here because MindSpore ships its
+// The parts of oneDNN's (v3) C API that cpu_conv_kernels.cc and cpu_linear_kernels.cc use, declared here because MindSpore ships its
 // libdnnl.so.3 without headers. Handles are opaque; enum values are those of oneapi/dnnl/dnnl_types.h.
-#ifndef SRC_MODELS_CSRC_ONEDNN_H_
-#define SRC_MODELS_CSRC_ONEDNN_H_
+#ifndef SRC_OPS_CSRC_ONEDNN_H_
+#define SRC_OPS_CSRC_ONEDNN_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -60,6 +60,9 @@ int dnnl_primitive_create(dnnl_primitive **primitive, const dnnl_primitive_desc 
 int dnnl_primitive_destroy(dnnl_primitive *primitive);
 int dnnl_primitive_execute(const dnnl_primitive *primitive, dnnl_stream *stream, int nargs,
                            const dnnl_exec_arg_t *args);
+// row-major C (m x n) = alpha op(A) op(B) + beta C, op(X) = X or X^T as trans is 'N' or 'T'
+int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+               const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 }
 
 namespace onednn {
@@ -78,4 +81,4 @@ constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgScratchpad = 80;
 constexpr int kArgDiffSrc = 129, kArgDiffDst = 145, kArgDiffWeights = 161;
 }  // namespace onednn
 
-#endif  // SRC_MODELS_CSRC_ONEDNN_H_
+#endif  // SRC_OPS_CSRC_ONEDNN_H_

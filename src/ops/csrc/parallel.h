@@ -1,8 +1,8 @@
 // Parallel loops for the kernels in this folder: plain threads, started per call and joined. An OpenMP
 // team spins between kernels and took the cores from MindSpore's own thread pool (a tiny ViT's train step
 // ran 350 ms instead of 200 ms); OpenMP is used for `simd` pragmas only.
-#ifndef SRC_MODELS_CSRC_PARALLEL_H_
-#define SRC_MODELS_CSRC_PARALLEL_H_
+#ifndef SRC_OPS_CSRC_PARALLEL_H_
+#define SRC_OPS_CSRC_PARALLEL_H_
 
 #include <sched.h>
 
@@ -50,4 +50,4 @@ void ParallelFor(int64_t n, int64_t item_size, Body body) {
 
 }  // namespace
 
-#endif  // SRC_MODELS_CSRC_PARALLEL_H_
+#endif  // SRC_OPS_CSRC_PARALLEL_H_
