@@ -21,3 +21,14 @@ def describe_machine():
     name = names[0] if names else platform.processor() or platform.machine()
     extensions = [extension for extension in VECTOR_EXTENSIONS if extension in flags]
     return f"CPU: {name} ({' '.join(extensions) or 'no vector extensions listed'}), {os.cpu_count()} cores"
+
+
+def stolen_cpu_seconds():
+    """CPU time taken from this virtual machine by its host since boot (/proc/stat's steal), 0 where unknown: a
+    benchmark that lost much of it ran on a busy host and is noisier than usual."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0

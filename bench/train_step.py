@@ -3,6 +3,7 @@ built from timm's blocks for MAE pretraining), on the same machine, in one run.
 
     python bench/train_step.py --arch beit_base_patch16_224 --batch 8 [--image_size 224] [--steps 5]
         [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp] [--recompute] [--reference eager|compile]
+        [--profile N] [--rounds N]
 
 Each side runs in its own process, one after the other (so neither competes with the other and each
 reports its own peak memory): MindSpore in GRAPH_MODE with the full train-one-step cell (dynamic loss
@@ -13,6 +14,8 @@ With --recompute each side also runs with activation checkpointing (MindSpore's 
 block / unit; timm's set_grad_checkpointing), and the memory saved and the time added are printed for each.
 With --profile N each side also prints its N costliest operation types per step (MindSpore's profiler, the
 torch profiler's self CPU time), measured over --steps further steps: where one CPU loses against another.
+With --rounds N the sides run in turn N times (a busy host then slows both alike) and each side's median round
+is reported; CPU time the host took from this virtual machine during a side (its steal time) is printed.
 """
 import argparse
 import json
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from machine import describe_machine
+from machine import describe_machine, stolen_cpu_seconds
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
@@ -259,6 +262,8 @@ def main():
                         help="compile: also PyTorch with torch.compile, reported beside eager (for information)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print each side's N costliest operation types per step")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the sides in turn this many times; each side's median over the rounds is reported")
     parser.add_argument("--side", choices=["mindspore", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--with_recompute", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
@@ -272,13 +277,19 @@ def main():
     runs += [("mindspore", "recompute"), ("torch", "recompute")] if args.recompute else []
     runs += [("torch", "compile")] if args.reference == "compile" else []
     flags = {"": [], "recompute": ["--with_recompute"], "compile": ["--compiled"]}
-    results = {}
-    for side, variant in runs:
-        command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side, *flags[variant]]
-        done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
-        if done.returncode != 0:
-            sys.exit(f"the {side} side failed:\n{done.stderr[-3000:]}")
-        results[side, variant] = json.loads(done.stdout.strip().splitlines()[-1])
+    rounds = {run: [] for run in runs}
+    stolen = {run: 0.0 for run in runs}
+    for _ in range(args.rounds):
+        for side, variant in runs:
+            command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side, *flags[variant]]
+            stolen_before = stolen_cpu_seconds()
+            done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
+            if done.returncode != 0:
+                sys.exit(f"the {side} side failed:\n{done.stderr[-3000:]}")
+            stolen[side, variant] += stolen_cpu_seconds() - stolen_before
+            rounds[side, variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    results = {run: sorted(measured, key=lambda result: result["seconds"])[len(measured) // 2]
+               for run, measured in rounds.items()}
     name = f"{args.arch}{' (tiny)' if args.tiny else ''}"
     print(f"{name} {args.mode}, batch {args.batch}, {args.image_size}px, {args.device}"
           f"{' AMP' if args.amp else ''}; {describe_machine()}")
@@ -286,8 +297,12 @@ def main():
     for side, variant in runs:
         label = f"{ {'mindspore': 'MindSpore', 'torch': 'PyTorch'}[side]} {variant}".strip()
         seconds = results[side, variant]["seconds"]
+        spread = ", ".join(f"{result['seconds'] * 1000:.0f}" for result in rounds[side, variant])
         print(f"{label:19}: {seconds * 1000:9.1f} ms/step {args.batch / seconds:8.2f} images/s  "
-              f"{memory} {results[side, variant]['peak_mib']:7.0f} MiB")
+              f"{memory} {results[side, variant]['peak_mib']:7.0f} MiB"
+              + (f"  (rounds: {spread} ms)" if args.rounds > 1 else "")
+              + (f"  CPU time stolen by the host: {stolen[side, variant]:.1f} s" if stolen[side, variant] >= 0.5
+                 else ""))
     for side, variant in runs:
         if results[side, variant]["ops"]:
             print(f"costliest operations, {side} (ms per step):")
