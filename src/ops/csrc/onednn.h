@@ -1,5 +1,6 @@
-// The parts of oneDNN's (v3) C API that cpu_conv_kernels.cc and cpu_linear_kernels.cc use, declared here because MindSpore ships its
-// libdnnl.so.3 without headers. Handles are opaque; enum values are those of oneapi/dnnl/dnnl_types.h.
+// The parts of oneDNN's (v3) C API that cpu_conv_kernels.cc and cpu_linear_kernels.cc use, declared here because
+// MindSpore ships its libdnnl.so.3 without headers. Handles are opaque; enum values are those of
+// oneapi/dnnl/dnnl_types.h.
 #ifndef SRC_OPS_CSRC_ONEDNN_H_
 #define SRC_OPS_CSRC_ONEDNN_H_
 
