@@ -1,13 +1,14 @@
 """Fused CPU kernels as MindSpore Custom ops: exact GELU, softmax (also with an additive bias), bias addition,
-row means, LayerNorm (also as plain standardisation), GroupNorm (also with ReLU) and convolutions, forward and
-backward; squared sums and the EMA update for the train step.
+row means, LayerNorm (also as plain standardisation), GroupNorm (also with ReLU), convolutions and linear layers,
+forward and backward; squared sums, the EMA and AdamW updates for the train step.
 
 MindSpore 2.10's own CPU kernels for these are far slower than PyTorch's on the same tensors (2 cores:
 GELU forward 39 ms against 1.1 ms on (32, 197, 768); LayerNorm forward + backward 71 ms against 21 ms;
 GroupNorm(32, 256) on (16, 256, 32, 32) 60 ms against 4 ms; a bias's gradient 3-8 ms, softmax's backward
-~10 ms on (32, 3, 197, 197); a 3x3 convolution ~1 s against 3 ms) and took most of a ViT's or BiT's CPU
-train step. `csrc/cpu_kernels.cc` does each in one or two passes, in parallel; `csrc/cpu_conv_kernels.cc`
-does convolutions (used by conv.py) with the oneDNN sgemm MindSpore ships. They are compiled with the
+~10 ms on (32, 3, 197, 197); a 3x3 convolution ~1 s against 3 ms; a linear layer's gradients 1.3-2.5x
+PyTorch's time) and took most of a ViT's or BiT's CPU train step. `csrc/cpu_kernels.cc` does each in one or
+two passes, in parallel; `csrc/cpu_conv_kernels.cc` does convolutions (used by conv.py) and
+`csrc/cpu_linear_kernels.cc` linear layers with the oneDNN library MindSpore ships. They are compiled with the
 machine's g++ on first use and cached per source and machine (`$XDG_CACHE_HOME`, else ~/.cache). The cells
 below are the nn cells they replace, with the same parameters; they use MindSpore's kernels off the CPU,
 for inputs other than float32, where nothing can be compiled (a warning says why) or when switched off
@@ -28,7 +29,10 @@ import numpy as np
 from mindspore import nn, ops
 
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
-COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-pthread", "-shared", "-fPIC"]
+# No kernel reads errno or floating-point exception flags; without these two, g++ keeps the loops over exp, sqrt and
+# erf (GELU, softmax, AdamW) scalar, since vector code could raise a flag the scalar code skips.
+COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared",
+                 "-fPIC"]
 # tuned for the machine it runs on, which is also the one it is compiled on; retried without where refused
 NATIVE_FLAGS = ["-march=native"]
 DISABLE_VARIABLE = "FUSED_CPU_KERNELS"
@@ -409,6 +413,16 @@ def ema_update_op():
     if not fused_kernels_enabled():
         return None
     return _custom_op("EmaUpdate", lambda ema, weight, decay: ema, lambda ema, weight, decay: ema)
+
+
+def adamw_update_op():
+    """Custom op (param, exp_avg, exp_avg_sq, grad, hyper) -> (param, exp_avg, exp_avg_sq) after one AdamW step
+    (float32; hyper: 1 - lr x weight decay, lr, beta1, beta2, eps and the two bias corrections), in one pass;
+    None where the fused kernels are unavailable."""
+    if not fused_kernels_enabled():
+        return None
+    return _custom_op("AdamWUpdate", lambda param, m, v, grad, hyper: (param, param, param),
+                      lambda param, m, v, grad, hyper: (param, param, param))
 
 
 def convolution_op(stride, padding, input_grad=True, tokens=False):

@@ -4,6 +4,7 @@ import numpy as np
 from mindspore import nn, ops
 
 from src.errors import UserInputError
+from src.ops.cpu_kernels import adamw_update_op
 
 OPTIMIZERS = ("momentum", "sgd", "rmsprop", "adamw", "lars")
 
@@ -32,6 +33,23 @@ def _adamw_update_tensor(beta1, beta2, eps, bias_correction1, bias_correction2, 
     return ops.depend(success, ops.assign(param, new_param.astype(param.dtype)))
 
 
+_fused_adamw_update = ops.MultitypeFuncGraph("fused_adamw_update")
+
+
+@_fused_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _fused_adamw_update_tensor(update, constants, lr, weight_decay, param, exp_avg, exp_avg_sq, grad):
+    """_adamw_update_tensor in one pass over a float32 parameter (the CPU's fused kernel); `constants` are
+    (beta1, beta2, eps, bias_correction1, bias_correction2)."""
+    if param.dtype != ms.float32 or grad.dtype != ms.float32:
+        return _adamw_update_tensor(constants[0], constants[1], constants[2], constants[3], constants[4], lr,
+                                    weight_decay, param, exp_avg, exp_avg_sq, grad)
+    hyper = ops.concat([ops.stack([1.0 - lr * weight_decay, lr]).astype(ms.float32), constants])
+    new_param, new_exp_avg, new_exp_avg_sq = update(param, exp_avg, exp_avg_sq, grad, hyper)
+    success = ops.assign(exp_avg, new_exp_avg)
+    success = ops.depend(success, ops.assign(exp_avg_sq, new_exp_avg_sq))
+    return ops.depend(success, ops.assign(param, new_param))
+
+
 class AdamW(nn.Optimizer):
     """AdamW as torch.optim.AdamW: bias-corrected moments and decoupled weight decay.
 
@@ -48,6 +66,7 @@ class AdamW(nn.Optimizer):
         self.exp_avg_sq = self._parameters.clone(prefix="adam_v", init="zeros")
         self.beta1_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta1_power")
         self.beta2_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta2_power")
+        self.fused_update = adamw_update_op()  # on the CPU: one pass per parameter instead of about ten ops
 
     def construct(self, gradients):
         lr = self.get_lr()
@@ -59,13 +78,14 @@ class AdamW(nn.Optimizer):
         ops.assign(self.beta2_power, beta2_power)
         bias_correction1 = 1.0 - beta1_power
         bias_correction2 = 1.0 - beta2_power
-        if self.is_group_lr:
-            return self.hyper_map(
-                ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2),
-                lr, weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
-        return self.hyper_map(
-            ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2, lr),
-            weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
+        if self.fused_update is None:
+            update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2)
+        else:  # a partial of more than ~12 arguments fails at run time in MindSpore 2.10: constants as one tensor
+            constants = ops.stack([self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2])
+            update = ops.partial(_fused_adamw_update, self.fused_update, constants)
+        if not self.is_group_lr:
+            lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
+        return self.hyper_map(update, lr, weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
 
 
 _lars_update = ops.MultitypeFuncGraph("lars_update")

@@ -9,6 +9,7 @@
 //
 // Inputs: x (B, C, H, W), weight (O, C, KH, KW), geometry (int32: stride_h, stride_w, pad_h, pad_w, tokens);
 // the output is (B, O, OH, OW), or with `tokens` (B, OH * OW, O): a ViT's patch embedding, untransposed.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -291,6 +292,11 @@ void Im2Row(const float *x, const Geometry &g, float *out) {
         for (int64_t i = 0; i < g.kernel_h; ++i) {
           const int64_t ih = oh * g.stride_h - g.pad_h + i;
           float *part = row + (c * g.kernel_h + i) * g.kernel_w;
+          const int64_t first = ow * g.stride_w - g.pad_w;
+          if (ih >= 0 && ih < g.height && first >= 0 && first + g.kernel_w <= g.width) {  // a patch's inner rows
+            std::copy_n(x + (c * g.height + ih) * g.width + first, g.kernel_w, part);
+            continue;
+          }
           for (int64_t j = 0; j < g.kernel_w; ++j) {
             const int64_t iw = ow * g.stride_w - g.pad_w + j;
             const bool inside = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;

@@ -1,6 +1,6 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
 // an additive bias), bias addition, row means, LayerNorm and GroupNorm (also with ReLU), forward and backward,
-// parallel over rows / groups; squared sums and the EMA update for the train step.
+// parallel over rows / groups; squared sums, the EMA and AdamW updates for the train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -243,6 +243,33 @@ int EmaUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, v
   return 0;
 }
 
+// AdamWUpdate(param, exp_avg, exp_avg_sq, grad, hyper (1 - lr * weight_decay, lr, beta1, beta2, eps,
+// bias_correction1, bias_correction2)) -> (param, exp_avg, exp_avg_sq) after one torch-style AdamW step, in one
+// pass (MindSpore's CPU ops take about ten, each over the whole parameter)
+int AdamWUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *param = static_cast<const float *>(params[0]);
+  const float *exp_avg = static_cast<const float *>(params[1]);
+  const float *exp_avg_sq = static_cast<const float *>(params[2]);
+  const float *grad = static_cast<const float *>(params[3]);
+  const float *hyper = static_cast<const float *>(params[4]);
+  const float decay = hyper[0], step_size = hyper[1] / hyper[5], beta1 = hyper[2], beta2 = hyper[3], eps = hyper[4];
+  const float sqrt_bias_correction2 = std::sqrt(hyper[6]);
+  float *new_param = static_cast<float *>(params[5]);
+  float *new_exp_avg = static_cast<float *>(params[6]);
+  float *new_exp_avg_sq = static_cast<float *>(params[7]);
+  ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const float m = beta1 * exp_avg[i] + (1.0f - beta1) * grad[i];
+      const float v = beta2 * exp_avg_sq[i] + (1.0f - beta2) * grad[i] * grad[i];
+      new_exp_avg[i] = m;
+      new_exp_avg_sq[i] = v;
+      new_param[i] = param[i] * decay - step_size * m / (std::sqrt(v) / sqrt_bias_correction2 + eps);
+    }
+  });
+  return 0;
+}
+
 // BiasAddForward(x (rows, D), bias (D)) -> y = x + bias
 int BiasAddForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   const float *x = static_cast<const float *>(params[0]);
@@ -387,7 +414,10 @@ void GroupNormForwardImpl(void **params, int64_t **shapes, bool relu) {
       const float *in_channel = in + k * spatial;
       float *out_channel = y + index * size + k * spatial;
 #pragma omp simd
-      for (int64_t s = 0; s < spatial; ++s) out_channel[s] = std::max(in_channel[s] * scale + shift, floor);
+      for (int64_t s = 0; s < spatial; ++s) {
+        const float value = in_channel[s] * scale + shift;
+        out_channel[s] = value < floor ? floor : value;  // (std::max kept this loop scalar)
+      }
     }
     mean_out[index] = static_cast<float>(mean);
     rstd_out[index] = rstd;
