@@ -139,6 +139,64 @@ def test_dense_matches_torch_with_parameter_gradients(shape, out_features, has_b
         assert_close(params["bias"], ref_params[1], rtol=1e-4, atol=1e-4)
 
 
+class SplitHeadsStacked(nn.Cell):
+    """qkv -> SplitHeads' q, k, v stacked in one tensor (B, 3, H, N, d), for a single output's gradients."""
+
+    def __init__(self, num_heads, scale):
+        super().__init__()
+        self.split_heads = cpu_kernels.SplitHeads(num_heads, scale)
+
+    def construct(self, qkv):
+        return ops.stack(self.split_heads(qkv), axis=1)
+
+
+def torch_split_heads(qkv, num_heads, scale):
+    batch, tokens, width = qkv.shape
+    q, k, v = qkv.reshape(batch, tokens, 3, num_heads, width // (3 * num_heads)).permute(2, 0, 3, 1, 4)
+    return torch.stack((q * scale, k, v), dim=1)
+
+
+# a head size not a SIMD multiple; one token row per thread's share or fewer; the fused kernels or MindSpore's
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("shape, num_heads", [((3, 17, 3 * 4 * 10), 4), ((1, 2, 3 * 2 * 16), 2)])
+def test_attention_heads_split_and_merged_match_torch(shape, num_heads, fused, request):
+    if not fused:
+        switch_fused_kernels_off(request)
+    x = sample(shape)
+    split = SplitHeadsStacked(num_heads, 0.3)
+    assert split.split_heads.fused == fused
+    out, grad, _ = ours_with_gradients(split, x)
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: torch_split_heads(t, num_heads, 0.3), x)
+    assert_close(out, ref_out, atol=1e-6)
+    assert_close(grad, ref_grad, atol=1e-6)
+    batch, tokens, width = shape
+    heads = sample((batch, num_heads, tokens, width // 3 // num_heads), seed=1)
+    out, grad, _ = ours_with_gradients(cpu_kernels.MergeHeads(num_heads), heads)
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: t.transpose(1, 2).flatten(2), heads)
+    assert_close(out, ref_out, atol=0)
+    assert_close(grad, ref_grad, atol=1e-6)
+
+
+class TwoHeadCounts(nn.Cell):
+    """q of a 2-head split and k of a 4-head split, each merged back: x[..., :D] + x[..., D:2D]."""
+
+    def __init__(self):
+        super().__init__()
+        self.split_two, self.split_four = SplitHeadsStacked(2, 1.0), SplitHeadsStacked(4, 1.0)
+        self.merge_two, self.merge_four = cpu_kernels.MergeHeads(2), cpu_kernels.MergeHeads(4)
+
+    def construct(self, qkv):
+        return self.merge_two(self.split_two(qkv)[:, 0]) + self.merge_four(self.split_four(qkv)[:, 1])
+
+
+def test_attentions_of_different_head_counts_in_one_graph_keep_their_own_shapes():
+    x = sample((2, 5, 3 * 16))
+    out, grad, _ = ours_with_gradients(TwoHeadCounts(), x)
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: t[..., :16] + t[..., 16:32], x)
+    assert_close(out, ref_out, atol=1e-6)
+    assert_close(grad, ref_grad, atol=1e-6)
+
+
 class TorchGroupNormRelu(torch.nn.GroupNorm):
     def forward(self, x):
         return torch.relu(super().forward(x))

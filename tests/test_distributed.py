@@ -66,22 +66,32 @@ def single_process(small_digits, tmp_path_factory):
 
 
 def assert_two_workers_equal_one_process(train_url, single_process):
-    """Both ranks end identical; their weights and the mean of their per-step losses equal one process's."""
+    """Both ranks end identical; their weights and momentum, and the mean of their per-step losses, equal one
+    process's.
+
+    Two workers sum a batch's gradients in another order than one process does (the all-reduce adds the two
+    halves), so the results agree to rounding, not bit for bit, and GroupNorm over the digits' flat
+    backgrounds amplifies such differences from step to step. Measured on an AMD EPYC (AVX2): the root
+    convolution's momentum within 0.13% of its largest value after 4 steps and 6.7% after 8, its weights
+    within 0.004%. So momentum is compared after the first epoch, weights after both, each within 1% of its
+    largest value (and 1e-6); a wrong reduction (a sum, a missing or repeated half) is off by tens of percent."""
     single_url, single_log = single_process
     logs = {rank: (train_url / "log" / f"worker_{rank}.log").read_text() for rank in (0, 1)}
     for rank, log in logs.items():
         assert f"[rank {rank}] training finished at epoch 2" in log
-    name = f"-2_{STEPS}.ckpt"
-    rank0 = checkpoint_arrays(train_url / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
-    rank1 = checkpoint_arrays(train_url / "ckpt_0001" / f"bit_m_r50x1_0001{name}")
-    alone = checkpoint_arrays(single_url / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
-    assert rank0.keys() == rank1.keys() == alone.keys()
-    for key in rank0:
-        np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
-        # momentum buffers too: with deterministic kernels no sum depends on thread timing (without them, the
-        # root convolution's buffer once differed by 6.7% of its largest value on a busy machine)
-        np.testing.assert_allclose(rank0[key], alone[key], rtol=0, atol=1e-5, err_msg=key)
-    first_epoch = checkpoint_arrays(train_url / "ckpt_0000" / f"bit_m_r50x1_0000-1_{STEPS}.ckpt")
+    for epoch in (1, 2):
+        name = f"-{epoch}_{STEPS}.ckpt"
+        rank0 = checkpoint_arrays(train_url / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
+        rank1 = checkpoint_arrays(train_url / "ckpt_0001" / f"bit_m_r50x1_0001{name}")
+        alone = checkpoint_arrays(single_url / "ckpt_0000" / f"bit_m_r50x1_0000{name}")
+        assert rank0.keys() == rank1.keys() == alone.keys()
+        for key in rank0:
+            np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
+            if epoch == 1 or not key.startswith("moments."):
+                tolerance = 1e-2 * np.abs(alone[key]).max() + 1e-6  # (+: for the biases near their zero start)
+                np.testing.assert_allclose(rank0[key], alone[key], rtol=0, atol=tolerance, err_msg=f"{epoch=}: {key}")
+        if epoch == 1:
+            first_epoch = rank0
     assert any(np.abs(rank0[key] - first_epoch[key]).max() > 1e-3 for key in rank0 if key.endswith("weight"))
     losses = {rank: [float(v) for v in re.findall(rf"^\[rank {rank}\] epoch: \d step: \d, loss is ([0-9.]+)$",
                                                    log, re.M)] for rank, log in logs.items()}

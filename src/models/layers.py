@@ -14,7 +14,7 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Constant, TruncatedNormal, Zero, initializer
 
 from src.ops.conv import Conv2d
-from src.ops.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, Softmax
+from src.ops.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, MergeHeads, Softmax, SplitHeads
 
 
 def trunc_normal(shape, std=0.02):
@@ -179,7 +179,6 @@ class Attention(nn.Cell):
     def __init__(self, dim, num_heads, qkv_bias=True, window_size=None):
         super().__init__()
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
         self.qkv = dense(dim, dim * 3, has_bias=qkv_bias is True)
         self.use_qv_bias = qkv_bias == "qv"
         if self.use_qv_bias:
@@ -191,6 +190,8 @@ class Attention(nn.Cell):
             self.relative_position_bias_table, self.relative_position_index = bias_table(window_size, num_heads)
             self.num_tokens = window_size[0] * window_size[1] + 1
         self.proj = dense(dim, dim)
+        self.split_heads = SplitHeads(num_heads, (dim // num_heads) ** -0.5)
+        self.merge_heads = MergeHeads(num_heads)
         self.matmul_transpose_b = ops.BatchMatMul(transpose_b=True)
         self.matmul = ops.BatchMatMul()
         self.softmax = Softmax()
@@ -204,18 +205,14 @@ class Attention(nn.Cell):
         return bias if shared_bias is None else bias + shared_bias
 
     def construct(self, x, shared_bias=None):
-        batch, tokens, dim = x.shape
         qkv = self.qkv(x)
         if self.use_qv_bias:
             qkv = self.bias_add(qkv, ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias)))
-        # one 4-d transpose and a split: a 5-d transpose and indexing measured ~3x slower on the CPU (bench/)
-        qkv = qkv.reshape(batch, tokens, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
-        q, k, v = ops.split(qkv, self.num_heads, axis=1)
-        attn = self.matmul_transpose_b(q * self.scale, k)
+        q, k, v = self.split_heads(qkv)
+        attn = self.matmul_transpose_b(q, k)
         bias = self.position_bias(shared_bias)
         attn = self.softmax(attn) if bias is None else self.biased_softmax(attn, bias)
-        x = self.matmul(attn, v).transpose(0, 2, 1, 3).reshape(batch, tokens, dim)
-        return self.proj(x)
+        return self.proj(self.merge_heads(self.matmul(attn, v)))
 
 
 class Block(nn.Cell):

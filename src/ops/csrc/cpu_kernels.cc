@@ -1,6 +1,7 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
-// an additive bias), bias addition, row means, LayerNorm and GroupNorm (also with ReLU), forward and backward,
-// parallel over rows / groups; squared sums, the EMA and AdamW updates for the train step.
+// an additive bias), bias addition, an attention's split into heads and merge back, row means, LayerNorm and
+// GroupNorm (also with ReLU), forward and backward, parallel over rows / groups; squared sums, the EMA and
+// AdamW updates for the train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -100,6 +101,27 @@ void GeluBackwardSpan(const float *__restrict dy, const float *__restrict x, flo
     const float cdf = NormalCdf(x[i], &gauss);
     dx[i] = dy[i] * (cdf + x[i] * gauss * kInvSqrt2Pi);
   }
+}
+
+// An attention's two layouts of q, k, v: `token_major` rows (B, N, P, H, d) against P tensors `head_major[p]`
+// (B, H, N, d). Copies one into the other (`to_heads` or back), the values of part 0 times `scale` (q's
+// 1 / sqrt(d), whose gradient takes the same factor); P = 1 for the heads' outputs merged back.
+void ExchangeHeads(bool to_heads, float *token_major, float *const *head_major, int64_t parts, int64_t batch,
+                   int64_t heads, int64_t tokens, int64_t dim, float scale) {
+  ParallelFor(batch * tokens, parts * heads * dim, [&](int64_t row) {
+    const int64_t b = row / tokens, n = row % tokens;
+    for (int64_t p = 0; p < parts; ++p) {
+      const float factor = p == 0 ? scale : 1.0f;
+      for (int64_t h = 0; h < heads; ++h) {
+        float *token_part = token_major + ((row * parts + p) * heads + h) * dim;
+        float *head_part = head_major[p] + ((b * heads + h) * tokens + n) * dim;
+        const float *from = to_heads ? token_part : head_part;
+        float *to = to_heads ? head_part : token_part;
+#pragma omp simd
+        for (int64_t j = 0; j < dim; ++j) to[j] = from[j] * factor;
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -299,6 +321,42 @@ int BiasGrad(int, void **params, int *ndims, int64_t **shapes, const char **, vo
     }
   });
   SumBlocks(block_sums.data(), blocks, dim, dbias);
+  return 0;
+}
+
+// SplitHeadsForward(qkv (B, N, 3 * H * d), scale (1)) -> q * scale, k, v, each (B, H, N, d)
+int SplitHeadsForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  float *heads[3] = {static_cast<float *>(params[2]), static_cast<float *>(params[3]),
+                     static_cast<float *>(params[4])};
+  const int64_t *shape = shapes[2];
+  ExchangeHeads(true, static_cast<float *>(params[0]), heads, 3, shape[0], shape[1], shape[2], shape[3],
+                *static_cast<const float *>(params[1]));
+  return 0;
+}
+
+// SplitHeadsBackward(dq, dk, dv (B, H, N, d), scale (1)) -> dqkv (B, N, 3 * H * d)
+int SplitHeadsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  float *heads[3] = {static_cast<float *>(params[0]), static_cast<float *>(params[1]),
+                     static_cast<float *>(params[2])};
+  const int64_t *shape = shapes[0];
+  ExchangeHeads(false, static_cast<float *>(params[4]), heads, 3, shape[0], shape[1], shape[2], shape[3],
+                *static_cast<const float *>(params[3]));
+  return 0;
+}
+
+// MergeHeadsForward(x (B, H, N, d)) -> (B, N, H * d)
+int MergeHeadsForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  float *heads[1] = {static_cast<float *>(params[0])};
+  const int64_t *shape = shapes[0];
+  ExchangeHeads(false, static_cast<float *>(params[1]), heads, 1, shape[0], shape[1], shape[2], shape[3], 1.0f);
+  return 0;
+}
+
+// MergeHeadsBackward(dy (B, N, H * d)) -> dx (B, H, N, d)
+int MergeHeadsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  float *heads[1] = {static_cast<float *>(params[1])};
+  const int64_t *shape = shapes[1];
+  ExchangeHeads(true, static_cast<float *>(params[0]), heads, 1, shape[0], shape[1], shape[2], shape[3], 1.0f);
   return 0;
 }
 
