@@ -113,6 +113,30 @@ def test_biased_softmax_matches_torch_with_the_bias_gradient_summed_over_the_bat
     assert_close(params["bias"], ref_bias, atol=1e-6)
 
 
+class ChannelScaleOf(nn.Cell):
+    """x -> x * gamma with a trainable gamma, as a block's layer scale."""
+
+    def __init__(self, gamma):
+        super().__init__()
+        self.gamma = ms.Parameter(ms.Tensor(gamma), name="gamma")
+        self.scale = cpu_kernels.ChannelScale()
+
+    def construct(self, x):
+        return self.scale(x, self.gamma)
+
+
+def test_layer_scale_matches_torch_with_the_gamma_gradient():
+    x, gamma = sample((4, 70, 48)), sample((48,), seed=1)  # 280 rows: several row blocks for gamma's gradient
+    scale = ChannelScaleOf(gamma)
+    assert scale.scale.fused
+    out, grad, params = ours_with_gradients(scale, x)
+    reference_gamma = torch.tensor(gamma, requires_grad=True)
+    ref_out, ref_grad, (ref_gamma,) = torch_with_gradients(lambda t: t * reference_gamma, x, [reference_gamma])
+    assert_close(out, ref_out, atol=1e-6)
+    assert_close(grad, ref_grad, atol=1e-6)
+    assert_close(params["gamma"], ref_gamma, rtol=1e-5, atol=1e-4)
+
+
 def test_layer_norm_matches_torch_with_parameter_gradients():
     x = sample((4, 70, 48))  # 280 rows: several row blocks for the weight gradients
     check_normalization(cpu_kernels.LayerNorm(48, eps=1e-6), torch.nn.LayerNorm(48, eps=1e-6), x)
@@ -278,12 +302,13 @@ def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(request):
     def cells():
         return [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU(),
                 BiasedSoftmaxOf(bias), Conv2d(32, 8, 2, stride=2, pad_mode="valid", tokens=True),
-                cpu_kernels.GroupNorm(8, 32, relu=True), cpu_kernels.Dense(6, 10)]
+                cpu_kernels.GroupNorm(8, 32, relu=True), cpu_kernels.Dense(6, 10), ChannelScaleOf(sample((6,)))]
     fused = cells()
     switch_fused_kernels_off(request)
     native = cells()
     assert not native[0].fused and native[1].fused_conv is None and native[1].as_matmul and not native[2].fused
     assert not native[3].softmax.fused and native[4].fused_conv is None and not native[6].fused
+    assert not native[7].scale.fused
     for index in (1, 4, 6):
         native[index].weight.set_data(fused[index].weight.value())
     native[6].bias.set_data(fused[6].bias.value())

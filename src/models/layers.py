@@ -14,7 +14,17 @@ from mindspore import nn, ops
 from mindspore.common.initializer import Constant, TruncatedNormal, Zero, initializer
 
 from src.ops.conv import Conv2d
-from src.ops.cpu_kernels import GELU, BiasAdd, BiasedSoftmax, Dense, LayerNorm, MergeHeads, Softmax, SplitHeads
+from src.ops.cpu_kernels import (
+    GELU,
+    BiasAdd,
+    BiasedSoftmax,
+    ChannelScale,
+    Dense,
+    LayerNorm,
+    MergeHeads,
+    Softmax,
+    SplitHeads,
+)
 
 
 def trunc_normal(shape, std=0.02):
@@ -232,12 +242,13 @@ class Block(nn.Cell):
         if self.use_layer_scale:
             self.gamma_1 = ms.Parameter(initializer(Constant(init_values), (dim,), ms.float32), name="gamma_1")
             self.gamma_2 = ms.Parameter(initializer(Constant(init_values), (dim,), ms.float32), name="gamma_2")
+            self.layer_scale = ChannelScale()
 
     def construct(self, x, shared_bias=None):
         attn = self.attn(self.norm1(x), shared_bias)
         if self.use_layer_scale:
-            x = x + self.drop_path(self.gamma_1 * attn)
-            return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
+            x = x + self.drop_path(self.layer_scale(attn, self.gamma_1))
+            return x + self.drop_path(self.layer_scale(self.mlp(self.norm2(x)), self.gamma_2))
         x = x + self.drop_path(attn)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

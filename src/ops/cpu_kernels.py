@@ -345,6 +345,27 @@ class BiasAdd(nn.Cell):
         return x + bias
 
 
+class ChannelScale(nn.Cell):
+    """x (..., D) * gamma (D), a layer scale; on the CPU its backward gives x's and gamma's gradients in one
+    pass (MindSpore's CPU Mul keeps two 8-byte indices per element for a broadcast operand: 0.9 GiB of a
+    BEiT-B train step at batch 8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused = fused_kernels_enabled()
+        if self.fused:
+            backward = _custom_op("ScaleBackward", lambda dy, x, gamma: (dy, gamma), lambda dy, x, gamma: (dy, gamma))
+
+            def bprop(x, gamma, out, dout):
+                return backward(dout, x, gamma)
+            self.fused_forward = _custom_op("ScaleForward", lambda x, gamma: x, lambda x, gamma: x, bprop)
+
+    def construct(self, x, gamma):
+        if self.fused and x.dtype == ms.float32 and gamma.dtype == ms.float32:
+            return self.fused_forward(x, gamma)
+        return gamma * x
+
+
 def _linear_op():
     """Custom op (x (M, K), weight (N, K)) -> x weight^T, with both gradients from one backward kernel."""
     backward = _custom_op("LinearBackward", lambda dy, x, weight: (x, weight), lambda dy, x, weight: (x, weight),

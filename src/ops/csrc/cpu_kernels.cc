@@ -1,7 +1,7 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
-// an additive bias), bias addition, an attention's split into heads and merge back, row means, LayerNorm and
-// GroupNorm (also with ReLU), forward and backward, parallel over rows / groups; squared sums, the EMA and
-// AdamW updates for the train step.
+// an additive bias), bias addition, layer scale, an attention's split into heads and merge back, row means,
+// LayerNorm and GroupNorm (also with ReLU), forward and backward, parallel over rows / groups; squared sums, the
+// EMA and AdamW updates for the train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -72,6 +72,21 @@ void SumBlocks(const float *parts, int64_t blocks, int64_t dim, float *out) {
   });
 }
 
+// out (D) = the sum over the rows of a (rows, D) tensor of terms that add_row(row, part) adds to part (D): per
+// fixed block of rows, then over the blocks in order (the same sum on any number of threads)
+template <typename AddRow>
+void SumOverRows(int ndim, const int64_t *shape, float *out, AddRow add_row) {
+  const int64_t dim = shape[ndim - 1];
+  const int64_t rows = NumElements(ndim, shape) / dim;
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<float> block_sums(blocks * dim, 0.0f);
+  ParallelFor(blocks, kRowsPerBlock * dim, [&](int64_t block) {
+    const int64_t end = std::min(rows, (block + 1) * kRowsPerBlock);
+    for (int64_t row = block * kRowsPerBlock; row < end; ++row) add_row(row, block_sums.data() + block * dim);
+  });
+  SumBlocks(block_sums.data(), blocks, dim, out);
+}
+
 // softmax of one row of logits, in place
 void SoftmaxInPlace(float *row, int64_t dim) {
   float max = row[0];
@@ -103,18 +118,21 @@ void GeluBackwardSpan(const float *__restrict dy, const float *__restrict x, flo
   }
 }
 
-// An attention's two layouts of q, k, v: `token_major` rows (B, N, P, H, d) against P tensors `head_major[p]`
-// (B, H, N, d). Copies one into the other (`to_heads` or back), the values of part 0 times `scale` (q's
-// 1 / sqrt(d), whose gradient takes the same factor); P = 1 for the heads' outputs merged back.
-void ExchangeHeads(bool to_heads, float *token_major, float *const *head_major, int64_t parts, int64_t batch,
-                   int64_t heads, int64_t tokens, int64_t dim, float scale) {
-  ParallelFor(batch * tokens, parts * heads * dim, [&](int64_t row) {
+// An attention's two layouts of q, k, v: rows (B, N, P, H, d) in params[rows] against P tensors (B, H, N, d) in
+// params[heads ... heads + P - 1]. Copies one into the other (`to_heads` or back), the values of part 0 times
+// `scale` (q's 1 / sqrt(d), whose gradient takes the same factor); P = 1 for the heads' outputs merged back.
+void ExchangeHeads(bool to_heads, void **params, int64_t **shapes, int rows, int heads, int parts, float scale) {
+  const int64_t batch = shapes[heads][0], num_heads = shapes[heads][1], tokens = shapes[heads][2];
+  const int64_t dim = shapes[heads][3];
+  float *token_major = static_cast<float *>(params[rows]);
+  ParallelFor(batch * tokens, parts * num_heads * dim, [&](int64_t row) {
     const int64_t b = row / tokens, n = row % tokens;
-    for (int64_t p = 0; p < parts; ++p) {
+    for (int p = 0; p < parts; ++p) {
       const float factor = p == 0 ? scale : 1.0f;
-      for (int64_t h = 0; h < heads; ++h) {
-        float *token_part = token_major + ((row * parts + p) * heads + h) * dim;
-        float *head_part = head_major[p] + ((b * heads + h) * tokens + n) * dim;
+      float *head_major = static_cast<float *>(params[heads + p]);
+      for (int64_t h = 0; h < num_heads; ++h) {
+        float *token_part = token_major + ((row * parts + p) * num_heads + h) * dim;
+        float *head_part = head_major + ((b * num_heads + h) * tokens + n) * dim;
         const float *from = to_heads ? token_part : head_part;
         float *to = to_heads ? head_part : token_part;
 #pragma omp simd
@@ -307,56 +325,64 @@ int BiasAddForward(int, void **params, int *ndims, int64_t **shapes, const char 
 // BiasGrad(dy (rows, D)) -> dbias = dy summed over the rows
 int BiasGrad(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   const float *dy = static_cast<const float *>(params[0]);
-  float *dbias = static_cast<float *>(params[1]);
   const int64_t dim = shapes[0][ndims[0] - 1];
-  const int64_t rows = NumElements(ndims[0], shapes[0]) / dim;
-  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  std::vector<float> block_sums(blocks * dim, 0.0f);
-  ParallelFor(blocks, kRowsPerBlock * dim, [&](int64_t block) {
-    float *part = block_sums.data() + block * dim;
-    const int64_t end = std::min(rows, (block + 1) * kRowsPerBlock);
-    for (int64_t row = block * kRowsPerBlock; row < end; ++row) {
+  SumOverRows(ndims[0], shapes[0], static_cast<float *>(params[1]), [&](int64_t row, float *part) {
 #pragma omp simd
-      for (int64_t j = 0; j < dim; ++j) part[j] += dy[row * dim + j];
+    for (int64_t j = 0; j < dim; ++j) part[j] += dy[row * dim + j];
+  });
+  return 0;
+}
+
+// ScaleForward(x (rows, D), gamma (D)) -> y = x * gamma (a layer scale)
+int ScaleForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) y[row * dim + j] = x[row * dim + j] * gamma[j];
+  });
+  return 0;
+}
+
+// ScaleBackward(dy, x, gamma) -> dx = dy * gamma, dgamma = dy * x summed over the rows
+int ScaleBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *x = static_cast<const float *>(params[1]);
+  const float *gamma = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  const int64_t dim = shapes[0][ndims[0] - 1];
+  SumOverRows(ndims[0], shapes[0], static_cast<float *>(params[4]), [&](int64_t row, float *part) {
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) {
+      dx[row * dim + j] = dy[row * dim + j] * gamma[j];
+      part[j] += dy[row * dim + j] * x[row * dim + j];
     }
   });
-  SumBlocks(block_sums.data(), blocks, dim, dbias);
   return 0;
 }
 
 // SplitHeadsForward(qkv (B, N, 3 * H * d), scale (1)) -> q * scale, k, v, each (B, H, N, d)
 int SplitHeadsForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  float *heads[3] = {static_cast<float *>(params[2]), static_cast<float *>(params[3]),
-                     static_cast<float *>(params[4])};
-  const int64_t *shape = shapes[2];
-  ExchangeHeads(true, static_cast<float *>(params[0]), heads, 3, shape[0], shape[1], shape[2], shape[3],
-                *static_cast<const float *>(params[1]));
+  ExchangeHeads(true, params, shapes, 0, 2, 3, *static_cast<const float *>(params[1]));
   return 0;
 }
 
 // SplitHeadsBackward(dq, dk, dv (B, H, N, d), scale (1)) -> dqkv (B, N, 3 * H * d)
 int SplitHeadsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  float *heads[3] = {static_cast<float *>(params[0]), static_cast<float *>(params[1]),
-                     static_cast<float *>(params[2])};
-  const int64_t *shape = shapes[0];
-  ExchangeHeads(false, static_cast<float *>(params[4]), heads, 3, shape[0], shape[1], shape[2], shape[3],
-                *static_cast<const float *>(params[3]));
+  ExchangeHeads(false, params, shapes, 4, 0, 3, *static_cast<const float *>(params[3]));
   return 0;
 }
 
 // MergeHeadsForward(x (B, H, N, d)) -> (B, N, H * d)
 int MergeHeadsForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  float *heads[1] = {static_cast<float *>(params[0])};
-  const int64_t *shape = shapes[0];
-  ExchangeHeads(false, static_cast<float *>(params[1]), heads, 1, shape[0], shape[1], shape[2], shape[3], 1.0f);
+  ExchangeHeads(false, params, shapes, 1, 0, 1, 1.0f);
   return 0;
 }
 
 // MergeHeadsBackward(dy (B, N, H * d)) -> dx (B, H, N, d)
 int MergeHeadsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  float *heads[1] = {static_cast<float *>(params[1])};
-  const int64_t *shape = shapes[1];
-  ExchangeHeads(true, static_cast<float *>(params[0]), heads, 1, shape[0], shape[1], shape[2], shape[3], 1.0f);
+  ExchangeHeads(true, params, shapes, 0, 1, 1, 1.0f);
   return 0;
 }
 
