@@ -179,6 +179,16 @@ def _unary_op(name, bprop_from, out_shape=lambda shape: shape):
     return _custom_op(f"{name}Forward", out_shape, lambda x: x, bprop)
 
 
+def _binary_op(name, bprop_from):
+    """Custom op `name`Forward(x, p) -> y of x's shape, with p a tensor broadcast over x (a bias, a scale),
+    differentiated by `name`Backward(dy, bprop_from(x, y), p) -> (dx, dp)."""
+    backward = _custom_op(f"{name}Backward", lambda dy, saved, p: (dy, p), lambda dy, saved, p: (dy, p))
+
+    def bprop(x, p, out, dout):
+        return backward(dout, bprop_from(x, out), p)
+    return _custom_op(f"{name}Forward", lambda x, p: x, lambda x, p: x, bprop)
+
+
 def _input(x, out):
     return x
 
@@ -245,12 +255,7 @@ class BiasedSoftmax(nn.Cell):
         super().__init__()
         self.fused = fused_kernels_enabled()
         if self.fused:
-            backward = _custom_op("SoftmaxBiasBackward", lambda dy, y, bias: (dy, bias),
-                                  lambda dy, y, bias: (dy, bias))
-
-            def bprop(x, bias, out, dout):
-                return backward(dout, out, bias)
-            self.fused_forward = _custom_op("SoftmaxBiasForward", lambda x, bias: x, lambda x, bias: x, bprop)
+            self.fused_forward = _binary_op("SoftmaxBias", _output)
 
     def construct(self, x, bias):
         if self.fused and x.dtype == ms.float32 and bias.dtype == ms.float32:
@@ -354,11 +359,7 @@ class ChannelScale(nn.Cell):
         super().__init__()
         self.fused = fused_kernels_enabled()
         if self.fused:
-            backward = _custom_op("ScaleBackward", lambda dy, x, gamma: (dy, gamma), lambda dy, x, gamma: (dy, gamma))
-
-            def bprop(x, gamma, out, dout):
-                return backward(dout, x, gamma)
-            self.fused_forward = _custom_op("ScaleForward", lambda x, gamma: x, lambda x, gamma: x, bprop)
+            self.fused_forward = _binary_op("Scale", _input)
 
     def construct(self, x, gamma):
         if self.fused and x.dtype == ms.float32 and gamma.dtype == ms.float32:
