@@ -212,6 +212,22 @@ class _UnaryCell(nn.Cell):
         return self.native(x)
 
 
+class _BinaryCell(nn.Cell):
+    """fused_forward(x, p) (see _binary_op) where both are float32 and the fused kernels serve, else
+    self.native(x, p)."""
+
+    def __init__(self, name, bprop_from):
+        super().__init__()
+        self.fused = fused_kernels_enabled()
+        if self.fused:
+            self.fused_forward = _binary_op(name, bprop_from)
+
+    def construct(self, x, p):
+        if self.fused and x.dtype == ms.float32 and p.dtype == ms.float32:
+            return self.fused_forward(x, p)
+        return self.native(x, p)
+
+
 # Abramowitz & Stegun 7.1.26: erfc(z) = poly(1 / (1 + p z)) exp(-z^2) for z >= 0, within 1.5e-7
 _ERFC_P = 0.3275911
 _ERFC_POLY = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
@@ -247,19 +263,14 @@ class Softmax(_UnaryCell):
         return ops.softmax(x, axis=-1)
 
 
-class BiasedSoftmax(nn.Cell):
+class BiasedSoftmax(_BinaryCell):
     """softmax(x + bias) over the last dimension, the bias repeated over x's leading dimensions (BEiT's
     relative position bias, (heads, N, N), over the batch); on the CPU its gradient is summed in one pass."""
 
     def __init__(self):
-        super().__init__()
-        self.fused = fused_kernels_enabled()
-        if self.fused:
-            self.fused_forward = _binary_op("SoftmaxBias", _output)
+        super().__init__("SoftmaxBias", _output)
 
-    def construct(self, x, bias):
-        if self.fused and x.dtype == ms.float32 and bias.dtype == ms.float32:
-            return self.fused_forward(x, bias)
+    def native(self, x, bias):
         return ops.softmax(x + bias.astype(x.dtype), axis=-1)
 
 
@@ -350,20 +361,15 @@ class BiasAdd(nn.Cell):
         return x + bias
 
 
-class ChannelScale(nn.Cell):
+class ChannelScale(_BinaryCell):
     """x (..., D) * gamma (D), a layer scale; on the CPU its backward gives x's and gamma's gradients in one
     pass (MindSpore's CPU Mul keeps two 8-byte indices per element for a broadcast operand: 0.9 GiB of a
     BEiT-B train step at batch 8)."""
 
     def __init__(self):
-        super().__init__()
-        self.fused = fused_kernels_enabled()
-        if self.fused:
-            self.fused_forward = _binary_op("Scale", _input)
+        super().__init__("Scale", _input)
 
-    def construct(self, x, gamma):
-        if self.fused and x.dtype == ms.float32 and gamma.dtype == ms.float32:
-            return self.fused_forward(x, gamma)
+    def native(self, x, gamma):
         return gamma * x
 
 

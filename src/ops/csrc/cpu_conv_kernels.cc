@@ -288,17 +288,17 @@ void Im2Row(const float *x, const Geometry &g, float *out) {
   for (int64_t oh = 0; oh < g.out_h; ++oh) {
     for (int64_t ow = 0; ow < g.out_w; ++ow) {
       float *row = out + (oh * g.out_w + ow) * g.rows();
+      const int64_t first = ow * g.stride_w - g.pad_w;  // the window's first column
       for (int64_t c = 0; c < g.channels; ++c) {
         for (int64_t i = 0; i < g.kernel_h; ++i) {
           const int64_t ih = oh * g.stride_h - g.pad_h + i;
           float *part = row + (c * g.kernel_h + i) * g.kernel_w;
-          const int64_t first = ow * g.stride_w - g.pad_w;
           if (ih >= 0 && ih < g.height && first >= 0 && first + g.kernel_w <= g.width) {  // a patch's inner rows
             std::copy_n(x + (c * g.height + ih) * g.width + first, g.kernel_w, part);
             continue;
           }
           for (int64_t j = 0; j < g.kernel_w; ++j) {
-            const int64_t iw = ow * g.stride_w - g.pad_w + j;
+            const int64_t iw = first + j;
             const bool inside = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;
             part[j] = inside ? x[(c * g.height + ih) * g.width + iw] : 0.0f;
           }
