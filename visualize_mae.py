@@ -19,7 +19,7 @@ from src.data.imagenet import ImageFileSource
 from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
-from src.models.mae.mae import patchify, unpatchify
+from src.models.mae.mae import unpatchify
 from src.runtime.context import init_context
 from src.tasks import create_task
 from src.tasks.mae_pretrain import MaePretrain
@@ -30,7 +30,7 @@ def reconstruction_panels(mae, image, mean, std):
     """(original, masked, reconstruction, pasted) as HWC uint8 arrays, for one normalised CHW image."""
     loss, pred, mask = mae(ms.Tensor(image[None]))
     pred, mask = pred.asnumpy(), mask.asnumpy()
-    target = patchify(ms.Tensor(image[None]), mae.patch_size).asnumpy()
+    target = mae.patchify(ms.Tensor(image[None])).asnumpy()
     if mae.norm_pix_loss:  # predictions are per-patch normalised pixels: undo with the image's own statistics
         mean_p, var_p = target.mean(-1, keepdims=True), target.var(-1, ddof=1, keepdims=True)
         pred = pred * np.sqrt(var_p + 1e-6) + mean_p

@@ -148,7 +148,7 @@ def test_layer_norm_matches_torch_with_parameter_gradients():
                                                           ((2, 300, 96), 96, True), ((5, 33), 40, False)])
 def test_dense_matches_torch_with_parameter_gradients(shape, out_features, has_bias):
     dense = cpu_kernels.Dense(shape[-1], out_features, has_bias=has_bias)
-    assert dense.fused and (not has_bias or isinstance(dense.bias_add, cpu_kernels.BiasAdd))
+    assert dense.fused
     reference = torch.nn.Linear(shape[-1], out_features, bias=has_bias)
     reference.weight.data = torch.tensor(dense.weight.asnumpy())
     if has_bias:
@@ -235,7 +235,7 @@ def test_group_norm_matches_torch_with_parameter_gradients(relu):
 
 
 @pytest.mark.parametrize("unbiased", [False, True])
-def test_standardize_and_row_mean_match_torch(unbiased):
+def test_standardize_matches_torch(unbiased):
     x = sample((6, 9, 75))
     eps = 1e-6
 
@@ -246,10 +246,50 @@ def test_standardize_and_row_mean_match_torch(unbiased):
     ref_out, ref_grad, _ = torch_with_gradients(reference, x)
     assert_close(out, ref_out)
     assert_close(grad, ref_grad, atol=1e-4)
-    out, grad, _ = ours_with_gradients(cpu_kernels.RowMean(), x)
-    ref_out, ref_grad, _ = torch_with_gradients(lambda t: t.mean(-1), x)
+
+
+class WithConstant(nn.Cell):
+    """x -> cell(x, constant), for the gradient with respect to x alone."""
+
+    def __init__(self, cell, constant):
+        super().__init__()
+        self.cell = cell
+        self.constant = ms.Tensor(constant)
+
+    def construct(self, x):
+        return self.cell(x, self.constant)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_row_mean_squared_error_gathered_rows_and_patches_match_torch(fused, request):
+    if not fused:
+        switch_fused_kernels_off(request)
+    pred, target = sample((6, 9, 75)), sample((6, 9, 75), seed=1)
+    squared_error = WithConstant(cpu_kernels.RowMeanSquaredError(), target)
+    assert squared_error.cell.fused == fused
+    out, grad, _ = ours_with_gradients(squared_error, pred)
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: torch.square(t - torch.from_numpy(target)).mean(-1), pred)
     assert_close(out, ref_out)
     assert_close(grad, ref_grad)
+
+    x = sample((3, 11, 21))
+    index = np.random.default_rng(2).integers(0, 11, (3, 13)).astype(np.int32)  # repeats: their gradients add
+    out, grad, _ = ours_with_gradients(WithConstant(cpu_kernels.GatherRows(), index), x)
+    ref_out, ref_grad, _ = torch_with_gradients(
+        lambda t: torch.gather(t, 1, torch.from_numpy(index).long()[..., None].expand(-1, -1, 21)), x)
+    assert_close(out, ref_out, atol=0)
+    assert_close(grad, ref_grad, atol=1e-6)
+
+    images = sample((2, 3, 12, 20))
+    patches = cpu_kernels.Patchify(4)(ms.Tensor(images)).asnumpy()
+    # (N, C, h, p, w, p) -> (N, h, w, p, p, C), as MAE's einsum "nchpwq->nhwpqc"
+    expected = images.reshape(2, 3, 3, 4, 5, 4).transpose(0, 2, 4, 3, 5, 1).reshape(2, 15, 48)
+    assert_close(patches, expected, atol=0)
+
+
+def test_gathered_rows_outside_the_tokens_fail_the_step():
+    with pytest.raises(RuntimeError, match="GatherRowsForward"):
+        cpu_kernels.GatherRows()(ms.Tensor(sample((2, 4, 8))), ms.Tensor(np.array([[0, 4], [1, 2]], np.int32)))
 
 
 @pytest.mark.parametrize("onednn", ["1", "0"])  # k x k kernels: oneDNN's primitives, or im2col + sgemm

@@ -13,7 +13,7 @@ from sample_photos import write_photo_imagenet
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from src.models import create_model, list_models
-from src.models.mae.mae import MaskedAutoencoderViT, patchify, sincos_2d, unpatchify
+from src.models.mae.mae import MaskedAutoencoderViT, sincos_2d, unpatchify
 from src.models.vit_convert import convert_vit_weights
 from src.weights.checkpoint import load_checkpoint
 from src.weights.loading import load_weights
@@ -55,7 +55,7 @@ def test_masking_keeps_a_fixed_count_and_ids_restore_inverts_the_shuffle(mask_ra
 def test_loss_counts_masked_patches_only_with_normalised_targets(images):
     mae = tiny_mae(norm_pix_loss=True)
     loss, pred, mask = mae(images)
-    target = patchify(images, 8).asnumpy()
+    target = mae.patchify(images).asnumpy()
     target = (target - target.mean(-1, keepdims=True)) / np.sqrt(target.var(-1, ddof=1, keepdims=True) + 1e-6)
     per_patch = ((pred.asnumpy() - target) ** 2).mean(-1)
     mask = mask.asnumpy()
@@ -64,7 +64,7 @@ def test_loss_counts_masked_patches_only_with_normalised_targets(images):
 
 
 def test_patchify_round_trip_and_sincos_table(images):
-    np.testing.assert_array_equal(unpatchify(patchify(images, 8), 8).asnumpy(), images.asnumpy())
+    np.testing.assert_array_equal(unpatchify(tiny_mae().patchify(images), 8).asnumpy(), images.asnumpy())
     table = sincos_2d(8, 3)
     assert table.shape == (10, 8) and not table[0].any()
     # first half of the channels follows the column, second half the row (MAE's meshgrid(w, h) order)

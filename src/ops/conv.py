@@ -3,8 +3,8 @@
 MindSpore 2.10's CPU kernels for convolutions other than 1x1 with stride 1 measured 70-300x slower than
 PyTorch's (a 3x3, 64-channel convolution at 32x32, batch 16: 1.1 s against 3.4 ms; a strided 1x1 one 1.4 s).
 On the CPU this cell runs the fused kernels of cpu_kernels.py (csrc/cpu_conv_kernels.cc: oneDNN's convolution
-primitives for k x k kernels, im2col + sgemm for 1x1 ones and patch embeddings); where they cannot be built,
-unfold + one matmul (the same arithmetic, ~5x slower than the fused kernels). On Ascend and GPU the native
+primitives, im2col + sgemm for 1x1 convolutions of large inputs and for patch embeddings); where they cannot be
+built, unfold + one matmul (the same arithmetic, ~5x slower than the fused kernels). On Ascend and GPU the native
 kernels are the fast ones and are kept, and so they are in a graph for export (`use_portable_operators`).
 """
 import mindspore as ms

@@ -1,6 +1,7 @@
 """Fused CPU kernels as MindSpore Custom ops: exact GELU, softmax (also with an additive bias), bias addition,
-row means, LayerNorm (also as plain standardisation), GroupNorm (also with ReLU), convolutions and linear layers,
-forward and backward; squared sums, the EMA and AdamW updates for the train step.
+rows gathered by index, a per-row mean squared error, LayerNorm (also as plain standardisation), GroupNorm (also
+with ReLU), convolutions and linear layers, forward and backward; images cut into patches; squared sums, the EMA
+and AdamW updates for the train step.
 
 MindSpore 2.10's own CPU kernels for these are far slower than PyTorch's on the same tensors (2 cores:
 GELU forward 39 ms against 1.1 ms on (32, 197, 768); LayerNorm forward + backward 71 ms against 21 ms;
@@ -332,14 +333,75 @@ class MergeHeads(nn.Cell):
         return x.transpose(0, 2, 1, 3).reshape(batch, tokens, heads * dim)
 
 
-class RowMean(_UnaryCell):
-    """Mean over the last dimension."""
+class RowMeanSquaredError(nn.Cell):
+    """(pred (..., D), target (..., D)) -> (...), the mean of (pred - target)^2 over the last dimension; the target
+    gets no gradient (MAE's per-patch loss)."""
 
     def __init__(self):
-        super().__init__("RowMean", _input, out_shape=lambda shape: shape[:-1])
+        super().__init__()
+        self.fused = fused_kernels_enabled()
+        if self.fused:
+            backward = _custom_op("SquaredErrorBackward", lambda dy, pred, target: pred,
+                                  lambda dy, pred, target: pred)
 
-    def native(self, x):
-        return x.mean(axis=-1)
+            def bprop(pred, target, out, dout):
+                return backward(dout, pred, target), ops.zeros_like(target)
+            self.fused_forward = _custom_op("SquaredErrorForward", lambda pred, target: pred[:-1],
+                                            lambda pred, target: pred, bprop)
+
+    def construct(self, pred, target):
+        target = ops.stop_gradient(target)
+        if self.fused and pred.dtype == ms.float32 and target.dtype == ms.float32:
+            return self.fused_forward(pred, target)
+        return ops.square(pred - target).mean(axis=-1)
+
+
+class GatherRows(nn.Cell):
+    """(x (B, L, D), index (B, K)) -> (B, K, D), row index[b, k] of sample b: MAE's visible tokens, and the
+    decoder's tokens back in place. On the CPU one copy per row each way (MindSpore's GatherD takes an index per
+    element, broadcast to (B, K, D), and its gradient scatters them one by one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused = fused_kernels_enabled()
+        if self.fused:
+            backward = _custom_op("GatherRowsBackward", lambda dy, index, x: x, lambda dy, index, x: x)
+
+            def bprop(x, index, out, dout):
+                return backward(dout, index, x), ops.zeros_like(index)
+            self.fused_forward = _custom_op("GatherRowsForward", lambda x, index: (x[0], index[1], x[2]),
+                                            lambda x, index: x, bprop)
+
+    def construct(self, x, index):
+        if self.fused and x.dtype == ms.float32:
+            return self.fused_forward(x, index.astype(ms.int32))
+        batch, keep = index.shape
+        return ops.gather_elements(x, 1, index.expand_dims(-1).broadcast_to((batch, keep, x.shape[2])))
+
+
+class Patchify(nn.Cell):
+    """images (N, C, H, W) -> (N, L, p * p * C): the p x p patches in row-major order, each patch's pixels in
+    (row, column, channel) order, as MAE's pixel targets; no gradient. On the CPU one pass (else a 6-d
+    transpose)."""
+
+    def __init__(self, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+        self.fused = fused_kernels_enabled()
+        if self.fused:
+            def out_shape(images):
+                return (images[0], (images[2] // patch_size) * (images[3] // patch_size),
+                        patch_size * patch_size * images[1])
+            self.fused_forward = _custom_op("PatchifyForward", out_shape, lambda images: images)
+            self.fused_forward.add_prim_attr("patch_size", patch_size)  # (see SplitHeads)
+
+    def construct(self, images):
+        if self.fused and images.dtype == ms.float32:
+            return ops.stop_gradient(self.fused_forward(images))
+        batch, channels, height, width = images.shape
+        grid_h, grid_w, size = height // self.patch_size, width // self.patch_size, self.patch_size
+        x = images.reshape(batch, channels, grid_h, size, grid_w, size).transpose(0, 2, 4, 3, 5, 1)
+        return ops.stop_gradient(x.reshape(batch, grid_h * grid_w, size * size * channels))
 
 
 class BiasAdd(nn.Cell):
@@ -373,15 +435,20 @@ class ChannelScale(_BinaryCell):
         return gamma * x
 
 
-def _linear_op():
-    """Custom op (x (M, K), weight (N, K)) -> x weight^T, with both gradients from one backward kernel."""
-    backward = _custom_op("LinearBackward", lambda dy, x, weight: (x, weight), lambda dy, x, weight: (x, weight),
-                          library="cpu_linear_kernels")
+def _linear_op(has_bias):
+    """Custom op (x (M, K), weight (N, K)[, bias (N)]) -> x weight^T [+ bias], with all gradients from one backward
+    kernel."""
+    name = "LinearBias" if has_bias else "Linear"
+    backward = _custom_op(f"{name}Backward", lambda dy, x, weight, *bias: (x, weight, *bias),
+                          lambda dy, x, weight, *bias: (x, weight, *bias), library="cpu_linear_kernels")
 
     def bprop(x, weight, out, dout):
         return backward(dout, x, weight)
-    return _custom_op("LinearForward", lambda x, weight: [x[0], weight[0]], lambda x, weight: x, bprop,
-                      library="cpu_linear_kernels")
+
+    def bprop_with_bias(x, weight, bias, out, dout):
+        return backward(dout, x, weight, bias)
+    return _custom_op(f"{name}Forward", lambda x, weight, *bias: [x[0], weight[0]], lambda x, weight, *bias: x,
+                      bprop_with_bias if has_bias else bprop, library="cpu_linear_kernels")
 
 
 class Dense(nn.Dense):
@@ -395,16 +462,19 @@ class Dense(nn.Dense):
         self.matmul_transposed = ops.MatMul(transpose_b=True)  # weight is (out, in), as nn.Dense's
         self.fused = fused_kernels_enabled("cpu_linear_kernels")
         if self.fused:
-            self.fused_matmul_transposed = _linear_op()
+            self.fused_linear = _linear_op(self.has_bias)
         if self.has_bias:
             self.bias_add = BiasAdd()
 
     def construct(self, x):
         shape = x.shape
-        matmul = self.fused_matmul_transposed if self.fused and x.dtype == ms.float32 else self.matmul_transposed
-        out = matmul(x.reshape(-1, shape[-1]), self.weight)
-        if self.has_bias:
-            out = self.bias_add(out, self.bias)
+        rows = x.reshape(-1, shape[-1])
+        if self.fused and x.dtype == ms.float32:
+            out = self.fused_linear(rows, *((self.weight, self.bias) if self.has_bias else (self.weight,)))
+        else:
+            out = self.matmul_transposed(rows, self.weight)
+            if self.has_bias:
+                out = self.bias_add(out, self.bias)
         return out.reshape(shape[:-1] + (out.shape[-1],))
 
 

@@ -13,7 +13,7 @@ from mindspore.common.initializer import Normal, XavierUniform, initializer
 
 from src.models.layers import Block, PatchEmbed, ResumableUniform, dense, layer_norm
 from src.models.registry import model_family, register_model
-from src.ops.cpu_kernels import RowMean, Standardize
+from src.ops.cpu_kernels import GatherRows, Patchify, RowMeanSquaredError, Standardize
 
 
 def sincos_1d(embed_dim, positions):
@@ -33,14 +33,6 @@ def sincos_2d(embed_dim, grid_size, cls_token=True):
 
 def fixed_embedding(table, name):
     return ms.Parameter(ms.Tensor(table[None]), name=name, requires_grad=False)
-
-
-def patchify(images, patch_size):
-    """(N, 3, H, W) -> (N, L, p*p*3), each patch's pixels in (row, column, channel) order."""
-    batch, channels, height, width = images.shape
-    grid_h, grid_w = height // patch_size, width // patch_size
-    x = images.reshape(batch, channels, grid_h, patch_size, grid_w, patch_size)
-    return x.transpose(0, 2, 4, 3, 5, 1).reshape(batch, grid_h * grid_w, patch_size * patch_size * channels)
 
 
 def unpatchify(patches, patch_size, channels=3):
@@ -79,8 +71,10 @@ class MaskedAutoencoderViT(nn.Cell):
         self.decoder_norm = layer_norm(decoder_embed_dim)
         self.decoder_pred = dense(decoder_embed_dim, patch_size * patch_size * in_chans)
         self.norm_pix_loss = norm_pix_loss
+        self.patchify = Patchify(patch_size)
         self.standardize = Standardize((patch_size * patch_size * in_chans,), eps=1e-6, unbiased=True)
-        self.row_mean = RowMean()
+        self.squared_error = RowMeanSquaredError()
+        self.gather_rows = GatherRows()
         self._init_weights()
 
     def _init_weights(self):
@@ -94,12 +88,11 @@ class MaskedAutoencoderViT(nn.Cell):
 
     def random_masking(self, x):
         """Keep `num_keep` patches per sample at random: (kept tokens, mask 1 = removed, ids_restore)."""
-        batch, length, dim = x.shape
+        batch, length, _ = x.shape
         noise = self.noise((batch, length))
         ids_shuffle = ops.argsort(noise, axis=1)
         ids_restore = ops.argsort(ids_shuffle, axis=1)
-        ids_keep = ids_shuffle[:, :self.num_keep]
-        kept = ops.gather_elements(x, 1, ids_keep.expand_dims(-1).broadcast_to((batch, self.num_keep, dim)))
+        kept = self.gather_rows(x, ids_shuffle[:, :self.num_keep])
         mask = ops.zeros((batch, length), x.dtype)
         if self.num_keep < length:
             mask = ops.concat((mask[:, :self.num_keep], ops.ones((batch, length - self.num_keep), x.dtype)), axis=1)
@@ -118,21 +111,21 @@ class MaskedAutoencoderViT(nn.Cell):
         x = self.decoder_embed(x)
         batch, tokens, dim = x.shape
         length = ids_restore.shape[1]
-        patches = x[:, 1:]
         if tokens - 1 < length:  # mask_ratio 0 (for comparisons) leaves no place for mask tokens
             mask_tokens = ops.broadcast_to(self.mask_token.astype(x.dtype), (batch, length + 1 - tokens, dim))
-            patches = ops.concat((patches, mask_tokens), axis=1)
-        patches = ops.gather_elements(patches, 1, ids_restore.expand_dims(-1).broadcast_to((batch, length, dim)))
-        x = ops.concat((x[:, :1], patches), axis=1) + self.decoder_pos_embed.astype(x.dtype)
+            x = ops.concat((x, mask_tokens), axis=1)
+        # cls first, then the encoded patches and mask tokens back in their places
+        order = ops.concat((ops.zeros((batch, 1), ids_restore.dtype), ids_restore + 1), axis=1)
+        x = self.gather_rows(x, order) + self.decoder_pos_embed.astype(x.dtype)
         for block in self.decoder_blocks:
             x = block(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        return self.decoder_pred(self.decoder_norm(x[:, 1:]))  # per token: cls dropped first
 
     def forward_loss(self, images, pred, mask):
-        target = patchify(images, self.patch_size)
+        target = self.patchify(images)
         if self.norm_pix_loss:
-            target = self.standardize(ops.stop_gradient(target))
-        loss = self.row_mean(ops.square(pred.astype(ms.float32) - target))
+            target = self.standardize(target)
+        loss = self.squared_error(pred.astype(ms.float32), target)
         return (loss * mask).sum() / ops.maximum(mask.sum(), 1.0)  # 0, not NaN, when nothing is masked
 
     def construct(self, images):

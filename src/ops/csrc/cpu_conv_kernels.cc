@@ -1,11 +1,11 @@
 // 2-d convolution (NCHW, one group, no dilation), forward and backward, for MindSpore's Custom "aot" ops
 // (see cpu_kernels.py). MindSpore 2.10's CPU Conv2D took ~1 s for a 3x3, 64-channel convolution of a
-// (16, 64, 32, 32) batch that PyTorch does in 3 ms. Here k x k kernels run oneDNN's convolution primitives
-// (what PyTorch runs), 1x1 ones and a ViT's patch embedding im2col + sgemm, both from the oneDNN library
-// MindSpore itself ships and has loaded. That library runs single-threaded here (its threadpool runtime
-// gets no pool), so samples run in parallel instead: each thread takes a span of the batch. The weight
-// gradient is summed per span, then over the spans in order: results are the same from run to run on the
-// same number of threads. Where oneDNN cannot build a primitive, im2col + sgemm serves every kernel.
+// (16, 64, 32, 32) batch that PyTorch does in 3 ms. Here convolutions run oneDNN's convolution primitives (what
+// PyTorch runs), 1x1 ones on large inputs and a ViT's patch embedding im2col + sgemm, both from the oneDNN
+// library MindSpore itself ships and has loaded. That library has the threadpool runtime: a primitive runs over
+// the whole batch on the threads this file gives it (SpawnedThreads). Where oneDNN cannot build a primitive,
+// im2col + sgemm serves every kernel, each thread taking a span of the batch; the weight gradient is then summed
+// per span and over the spans in order. Results are the same from run to run on the same number of threads.
 //
 // Inputs: x (B, C, H, W), weight (O, C, KH, KW), geometry (int32: stride_h, stride_w, pad_h, pad_w, tokens);
 // the output is (B, O, OH, OW), or with `tokens` (B, OH * OW, O): a ViT's patch embedding, untransposed.
@@ -59,6 +59,29 @@ Geometry ReadGeometry(void **params, int64_t **shapes, int weight_index) {
 // The three convolutions of a layer: y from (x, weight); dx from (dy, weight); dweight from (x, dy).
 enum class Pass { kForward, kBackwardData, kBackwardWeights };
 
+// oneDNN's parallel loops on threads started per loop, as the other kernels' (parallel.h): MindSpore's oneDNN has
+// the threadpool runtime, single-threaded unless given a pool
+class SpawnedThreads final : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  int get_num_threads() const override { return NumThreads(); }
+  bool get_in_parallel() const override { return in_parallel_; }
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    if (in_parallel_) {
+      for (int i = 0; i < n; ++i) fn(i, n);
+      return;
+    }
+    ParallelRanges(n, kMinElementsPerThread, [&](int64_t begin, int64_t end) {
+      in_parallel_ = true;
+      for (int64_t i = begin; i < end; ++i) fn(static_cast<int>(i), n);
+      in_parallel_ = false;
+    });
+  }
+  uint64_t get_flags() const override { return 0; }
+
+ private:
+  static inline thread_local bool in_parallel_ = false;
+};
+
 dnnl_engine *Engine() {
   static dnnl_engine *const engine = [] {
     dnnl_engine *created = nullptr;
@@ -81,20 +104,21 @@ Buffer Allocate(size_t bytes) {
 // (channel-blocked for its JIT kernels), and reorders convert where they differ.
 class ConvPlan {
  public:
-  // the plan for `batch` samples of geometry g, or nullptr where oneDNN cannot build it
-  static const ConvPlan *Get(const Geometry &g, int64_t batch, Pass pass) {
+  // the plan for geometry g, or nullptr where oneDNN cannot build it
+  static const ConvPlan *Get(const Geometry &g, Pass pass) {
     static std::mutex mutex;
     static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                                int64_t, int64_t, int>,
                     std::unique_ptr<ConvPlan>>
         plans;
-    const auto key = std::make_tuple(batch, g.channels, g.height, g.width, g.out_channels, g.kernel_h, g.kernel_w,
+    const auto key = std::make_tuple(g.batch, g.channels, g.height, g.width, g.out_channels, g.kernel_h, g.kernel_w,
                                      g.stride_h, g.stride_w, g.pad_h, g.pad_w, static_cast<int>(pass));
     std::lock_guard<std::mutex> lock(mutex);
     auto found = plans.find(key);
     if (found == plans.end()) {
       std::unique_ptr<ConvPlan> plan(new ConvPlan());
-      if (!plan->Build(g, batch, pass)) plan.reset();
+      dnnl_threadpool_interop_set_max_concurrency(NumThreads());  // (thread-local) primitives for our threads
+      if (!plan->Build(g, pass)) plan.reset();
       found = plans.emplace(key, std::move(plan)).first;
     }
     return found->second.get();
@@ -102,12 +126,13 @@ class ConvPlan {
 
   // output = the pass applied to inputs first and second (plain layouts)
   bool Run(const float *first, const float *second, float *output) const {
+    static SpawnedThreads threads;
     dnnl_stream *stream = nullptr;
-    if (dnnl_stream_create(&stream, Engine(), onednn::kInOrderStream) != 0) return false;
+    if (dnnl_threadpool_interop_stream_create(&stream, Engine(), &threads) != 0) return false;
     float *plain[3] = {const_cast<float *>(first), const_cast<float *>(second), output};
     Buffer buffers[3];
     dnnl_memory *user[3] = {}, *inner[3] = {}, *scratchpad = nullptr;
-    Buffer scratch = Allocate(scratchpad_bytes_);  // per call: plans run on several threads at once
+    Buffer scratch = Allocate(scratchpad_bytes_);
     bool ok = scratch && dnnl_memory_create(&scratchpad, scratchpad_md_, Engine(), scratch.get()) == 0;
     std::vector<dnnl_exec_arg_t> args;
     for (int i = 0; i < 3 && ok; ++i) {
@@ -158,11 +183,11 @@ class ConvPlan {
   }
 
   // builds the descriptor of `pass` and its operands' reorders; false on any failure
-  bool Build(const Geometry &g, int64_t batch, Pass pass) {
+  bool Build(const Geometry &g, Pass pass) {
     if (!Engine()) return false;
-    const int64_t src_dims[4] = {batch, g.channels, g.height, g.width};
+    const int64_t src_dims[4] = {g.batch, g.channels, g.height, g.width};
     const int64_t weight_dims[4] = {g.out_channels, g.channels, g.kernel_h, g.kernel_w};
-    const int64_t dst_dims[4] = {batch, g.out_channels, g.out_h, g.out_w};
+    const int64_t dst_dims[4] = {g.batch, g.out_channels, g.out_h, g.out_w};
     const int64_t strides[2] = {g.stride_h, g.stride_w}, dilates[2] = {0, 0}, padding[2] = {g.pad_h, g.pad_w};
     dnnl_memory_desc *any[3] = {};  // src, weights, dst in layouts of the primitive's choice
     bool ok = dnnl_memory_desc_create_with_tag(&any[0], 4, src_dims, onednn::kFloat32, onednn::kAnyFormat) == 0 &&
@@ -329,12 +354,19 @@ void Row2Im(const float *rows, const Geometry &g, float *dx) {
   }
 }
 
-// oneDNN's direct convolutions (JIT kernels on channel-blocked copies) beat im2col + sgemm 1.2-1.8x for k x k
-// kernels (fwd + bwd); for 1x1 ones the copies cost more than they save, and sgemm stays. CPU_CONV_ONEDNN=0
-// turns them off (read per call, so tests can compare both paths in one process).
+// 1x1 convolutions of inputs this small run as oneDNN primitives; larger ones as one sgemm per sample
+constexpr int64_t kMaxPixelsOfOneDnn1x1 = 14 * 14;
+
+// oneDNN's direct convolutions (JIT kernels on channel-blocked copies, on the whole batch with our threads) beat
+// im2col + sgemm per sample for k x k kernels, and for 1x1 ones on small inputs, where each sample's product has
+// few columns; on larger inputs the blocked copies of a 1x1 convolution cost more than they save (a BiT-R50 train
+// step: ~5% slower with every 1x1 convolution in oneDNN, ~5% faster with those up to 14x14). A patch embedding
+// stays on sgemm, which writes its tokens directly. CPU_CONV_ONEDNN=0 turns them off (read per call, so tests can
+// compare both paths in one process).
 bool UseOneDnn(const Geometry &g) {
   const char *setting = std::getenv("CPU_CONV_ONEDNN");
-  return !g.tokens && g.kernel_h * g.kernel_w > 1 && !(setting && std::string(setting) == "0");
+  const bool small_or_spatial = g.kernel_h * g.kernel_w > 1 || g.height * g.width <= kMaxPixelsOfOneDnn1x1;
+  return !g.tokens && small_or_spatial && !(setting && std::string(setting) == "0");
 }
 
 // multiply-adds of one sample's convolution: how much work ParallelRanges shares out
@@ -346,6 +378,14 @@ void Backward(void **params, int64_t **shapes, float *dx, float *dweight) {
   const float *x = static_cast<const float *>(params[1]);
   const float *weight = static_cast<const float *>(params[2]);
   const Geometry g = ReadGeometry(params + 1, shapes + 1, 1);
+  if (UseOneDnn(g)) {
+    const ConvPlan *weights_plan = ConvPlan::Get(g, Pass::kBackwardWeights);
+    const ConvPlan *data_plan = dx ? ConvPlan::Get(g, Pass::kBackwardData) : nullptr;
+    if (weights_plan && (!dx || data_plan) && weights_plan->Run(x, dy, dweight) &&
+        (!dx || data_plan->Run(dy, weight, dx))) {
+      return;
+    }
+  }
   const int64_t weight_size = g.out_channels * g.rows();
   const int64_t spans = NumSpans(g.batch, SampleWork(g));
   std::vector<float> span_dweight(spans * weight_size);
@@ -353,15 +393,6 @@ void Backward(void **params, int64_t **shapes, float *dx, float *dweight) {
   ParallelFor(spans, g.batch * SampleWork(g), [&](int64_t span) {
     const int64_t begin = g.batch * span / spans, end = g.batch * (span + 1) / spans;
     float *part = span_dweight.data() + span * weight_size;
-    if (UseOneDnn(g)) {
-      const ConvPlan *weights_plan = ConvPlan::Get(g, end - begin, Pass::kBackwardWeights);
-      const ConvPlan *data_plan = dx ? ConvPlan::Get(g, end - begin, Pass::kBackwardData) : nullptr;
-      if (weights_plan && (!dx || data_plan) &&
-          weights_plan->Run(x + begin * sample_size, dy + begin * out_size, part) &&
-          (!dx || data_plan->Run(dy + begin * out_size, weight, dx + begin * sample_size))) {
-        return;
-      }
-    }
     if (g.tokens) {  // the span's patches as one (samples * pixels, rows) matrix, dy as (samples * pixels, O)
       const int64_t patches = (end - begin) * g.pixels();
       std::vector<float> matrix(patches * g.rows());
@@ -414,11 +445,11 @@ int ConvForward(int, void **params, int *, int64_t **shapes, const char **, void
   float *y = static_cast<float *>(params[3]);
   const Geometry g = ReadGeometry(params, shapes, 1);
   const int64_t sample_size = g.channels * g.height * g.width, out_size = g.out_channels * g.pixels();
+  if (UseOneDnn(g)) {
+    const ConvPlan *plan = ConvPlan::Get(g, Pass::kForward);
+    if (plan && plan->Run(x, weight, y)) return 0;
+  }
   ParallelRanges(g.batch, SampleWork(g), [&](int64_t begin, int64_t end) {
-    if (UseOneDnn(g)) {
-      const ConvPlan *plan = ConvPlan::Get(g, end - begin, Pass::kForward);
-      if (plan && plan->Run(x + begin * sample_size, weight, y + begin * out_size)) return;
-    }
     if (g.tokens) {  // y (samples * pixels, O) = the span's patches (samples * pixels, rows) @ weight^T
       const int64_t patches = (end - begin) * g.pixels();
       std::vector<float> matrix(patches * g.rows());

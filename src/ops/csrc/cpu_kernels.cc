@@ -1,7 +1,8 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
-// an additive bias), bias addition, layer scale, an attention's split into heads and merge back, row means,
-// LayerNorm and GroupNorm (also with ReLU), forward and backward, parallel over rows / groups; squared sums, the
-// EMA and AdamW updates for the train step.
+// an additive bias), bias addition, layer scale, an attention's split into heads and merge back, rows gathered
+// by index, a mean squared error per row, LayerNorm and GroupNorm (also with ReLU), forward and backward,
+// parallel over rows / groups; images cut into patch rows; squared sums, the EMA and AdamW updates for the
+// train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -85,6 +86,10 @@ void SumOverRows(int ndim, const int64_t *shape, float *out, AddRow add_row) {
     for (int64_t row = block * kRowsPerBlock; row < end; ++row) add_row(row, block_sums.data() + block * dim);
   });
   SumBlocks(block_sums.data(), blocks, dim, out);
+}
+
+bool IndicesBelow(const int32_t *index, int64_t n, int64_t limit) {
+  return std::all_of(index, index + n, [limit](int32_t i) { return i >= 0 && i < limit; });
 }
 
 // softmax of one row of logits, in place
@@ -224,31 +229,6 @@ int SoftmaxBiasBackward(int, void **params, int *ndims, int64_t **shapes, const 
   return 0;
 }
 
-// RowMeanForward(x (..., D)) -> y (...), the mean over the last dimension
-int RowMeanForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
-  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < dim; ++j) sum += x[row * dim + j];
-    y[row] = sum / dim;
-  });
-  return 0;
-}
-
-// RowMeanBackward(dy (...), x (..., D)) -> dx = dy / D broadcast over the last dimension
-int RowMeanBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *dy = static_cast<const float *>(params[0]);
-  float *dx = static_cast<float *>(params[2]);
-  ForEachRow(ndims[1], shapes[1], [&](int64_t row, int64_t dim) {
-    const float value = dy[row] / dim;
-#pragma omp simd
-    for (int64_t j = 0; j < dim; ++j) dx[row * dim + j] = value;
-  });
-  return 0;
-}
-
 // SquaredSum(x) -> (1): the sum of x's squares, accumulated in double (a gradient's share of the global norm)
 int SquaredSum(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   const float *x = static_cast<const float *>(params[0]);
@@ -383,6 +363,97 @@ int MergeHeadsForward(int, void **params, int *, int64_t **shapes, const char **
 // MergeHeadsBackward(dy (B, N, H * d)) -> dx (B, H, N, d)
 int MergeHeadsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
   ExchangeHeads(true, params, shapes, 0, 1, 1, 1.0f);
+  return 0;
+}
+
+// GatherRowsForward(x (B, L, D), index (B, K) int32) -> y (B, K, D), y[b, k] = x[b, index[b, k]]; 1 (an error)
+// for an index outside [0, L)
+int GatherRowsForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const int32_t *index = static_cast<const int32_t *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const int64_t length = shapes[0][1], dim = shapes[0][2], keep = shapes[1][1];
+  if (!IndicesBelow(index, shapes[1][0] * keep, length)) return 1;
+  ParallelFor(shapes[1][0] * keep, dim, [&](int64_t row) {
+    std::copy_n(x + ((row / keep) * length + index[row]) * dim, dim, y + row * dim);
+  });
+  return 0;
+}
+
+// GatherRowsBackward(dy (B, K, D), index (B, K), x (B, L, D)) -> dx (B, L, D): zeros, plus dy[b, k] at row
+// index[b, k] of sample b (x gives the shape only)
+int GatherRowsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const int32_t *index = static_cast<const int32_t *>(params[1]);
+  float *dx = static_cast<float *>(params[3]);
+  const int64_t length = shapes[2][1], dim = shapes[2][2], keep = shapes[1][1];
+  if (!IndicesBelow(index, shapes[1][0] * keep, length)) return 1;
+  ParallelFor(shapes[1][0], length * dim, [&](int64_t b) {
+    std::fill_n(dx + b * length * dim, length * dim, 0.0f);
+    for (int64_t k = b * keep; k < (b + 1) * keep; ++k) {
+      float *to = dx + (b * length + index[k]) * dim;
+      const float *from = dy + k * dim;
+#pragma omp simd
+      for (int64_t j = 0; j < dim; ++j) to[j] += from[j];
+    }
+  });
+  return 0;
+}
+
+// PatchifyForward(images (N, C, H, W)) -> patches (N, L, p * p * C): the p x p patches in row-major order, each
+// patch's pixels in (row, column, channel) order (MAE's targets). Each (image, row of patches) reads the C planes'
+// pixel rows side by side, in memory order.
+int PatchifyForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *images = static_cast<const float *>(params[0]);
+  float *patches = static_cast<float *>(params[1]);
+  const int64_t channels = shapes[0][1], height = shapes[0][2], width = shapes[0][3], features = shapes[1][2];
+  const int64_t size = std::llround(std::sqrt(static_cast<double>(features / channels)));
+  const int64_t grid_h = height / size, grid_w = width / size;
+  ParallelFor(shapes[0][0] * grid_h, grid_w * features, [&](int64_t strip) {
+    const int64_t b = strip / grid_h, top = strip % grid_h * size;
+    std::vector<const float *> rows(channels);
+    for (int64_t i = 0; i < size; ++i) {
+      for (int64_t c = 0; c < channels; ++c) rows[c] = images + ((b * channels + c) * height + top + i) * width;
+      for (int64_t patch = 0; patch < grid_w; ++patch) {
+        float *out = patches + (strip * grid_w + patch) * features + i * size * channels;
+        for (int64_t j = patch * size; j < (patch + 1) * size; ++j) {
+          for (int64_t c = 0; c < channels; ++c) *out++ = rows[c][j];
+        }
+      }
+    }
+  });
+  return 0;
+}
+
+// SquaredErrorForward(pred (..., D), target (..., D)) -> (...), the mean of (pred - target)^2 over the last
+// dimension
+int SquaredErrorForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *pred = static_cast<const float *>(params[0]);
+  const float *target = static_cast<const float *>(params[1]);
+  float *loss = static_cast<float *>(params[2]);
+  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
+    const float *p = pred + row * dim, *t = target + row * dim;
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < dim; ++j) sum += (p[j] - t[j]) * (p[j] - t[j]);
+    loss[row] = sum / dim;
+  });
+  return 0;
+}
+
+// SquaredErrorBackward(dy (...), pred, target) -> dpred = 2 (pred - target) dy / D
+int SquaredErrorBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const float *pred = static_cast<const float *>(params[1]);
+  const float *target = static_cast<const float *>(params[2]);
+  float *dpred = static_cast<float *>(params[3]);
+  ForEachRow(ndims[1], shapes[1], [&](int64_t row, int64_t dim) {
+    const float factor = 2.0f * dy[row] / dim;
+    const float *p = pred + row * dim, *t = target + row * dim;
+    float *grad = dpred + row * dim;
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) grad[j] = factor * (p[j] - t[j]);
+  });
   return 0;
 }
 

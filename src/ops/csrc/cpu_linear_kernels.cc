@@ -5,10 +5,12 @@
 // output, one per thread; every output element is computed by one thread, in the same order whatever the
 // number of threads.
 //
-// Inputs: x (M, K), weight (N, K) as nn.Dense's; LinearForward gives y (M, N), LinearBackward takes dy (M, N),
-// x and weight and gives dx (M, K) and dweight (N, K).
+// Inputs: x (M, K), weight (N, K) and bias (N) as nn.Dense's; LinearForward gives y (M, N), LinearBackward takes
+// dy (M, N), x and weight and gives dx (M, K) and dweight (N, K); the LinearBias kernels also add the bias and give
+// its gradient.
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "onednn.h"
 #include "parallel.h"
@@ -17,10 +19,11 @@ namespace {
 
 constexpr int64_t kSpanAlign = 16;  // output rows / columns per unit of work: one AVX-512 vector of floats
 
-// Row-major C (m x n) = op(A) op(B), op(X) = X or X^T as trans is 'N' or 'T': the larger of C's dimensions is
-// split into spans, one sgemm per thread.
+// Row-major C (m x n) = op(A) op(B) (+ bias (n) on every row, when given), op(X) = X or X^T as trans is 'N' or
+// 'T': the larger of C's dimensions is split into spans, one sgemm per thread, which adds the bias to its span
+// while it is in cache.
 void ParallelSgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, const float *a, const float *b,
-                   float *c) {
+                   float *c, const float *bias = nullptr) {
   const int64_t lda = trans_a == 'N' ? k : m, ldb = trans_b == 'N' ? n : k;
   const bool split_rows = m >= n;
   const int64_t units = ((split_rows ? m : n) + kSpanAlign - 1) / kSpanAlign;
@@ -29,14 +32,33 @@ void ParallelSgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, 
     const int64_t first = begin * kSpanAlign;
     const int64_t count = std::min(end * kSpanAlign, split_rows ? m : n) - first;
     if (count <= 0) return;
+    const int64_t rows = split_rows ? count : m, columns = split_rows ? n : count;
+    float *c_span = split_rows ? c + first * n : c + first;
     if (split_rows) {
       const float *a_span = trans_a == 'N' ? a + first * lda : a + first;
-      dnnl_sgemm(trans_a, trans_b, count, n, k, 1.0f, a_span, lda, b, ldb, 0.0f, c + first * n, n);
+      dnnl_sgemm(trans_a, trans_b, count, n, k, 1.0f, a_span, lda, b, ldb, 0.0f, c_span, n);
     } else {
       const float *b_span = trans_b == 'N' ? b + first : b + first * ldb;
-      dnnl_sgemm(trans_a, trans_b, m, count, k, 1.0f, a, lda, b_span, ldb, 0.0f, c + first, n);
+      dnnl_sgemm(trans_a, trans_b, m, count, k, 1.0f, a, lda, b_span, ldb, 0.0f, c_span, n);
+    }
+    if (bias == nullptr) return;
+    const float *bias_span = split_rows ? bias : bias + first;
+    for (int64_t i = 0; i < rows; ++i) {
+#pragma omp simd
+      for (int64_t j = 0; j < columns; ++j) c_span[i * n + j] += bias_span[j];
     }
   });
+}
+
+// dx (M, K) and dweight (N, K) of y = x weight^T from dy (M, N); with dbias, also dy summed over its rows (a
+// product with ones: each column from one thread, as the other gradients)
+void LinearGradients(int64_t m, int64_t n, int64_t k, const float *dy, const float *x, const float *weight,
+                     float *dx, float *dweight, float *dbias) {
+  ParallelSgemm('N', 'N', m, k, n, dy, weight, dx);
+  ParallelSgemm('T', 'N', n, k, m, dy, x, dweight);
+  if (dbias == nullptr) return;
+  const std::vector<float> ones(m, 1.0f);
+  ParallelSgemm('N', 'N', 1, n, m, ones.data(), dy, dbias);
 }
 
 }  // namespace
@@ -45,18 +67,32 @@ extern "C" {
 
 // params: x (M, K), weight (N, K) | y (M, N)
 int LinearForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  const int64_t m = shapes[0][0], k = shapes[0][1], n = shapes[1][0];
-  ParallelSgemm('N', 'T', m, n, k, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
-                static_cast<float *>(params[2]));
+  ParallelSgemm('N', 'T', shapes[0][0], shapes[1][0], shapes[0][1], static_cast<const float *>(params[0]),
+                static_cast<const float *>(params[1]), static_cast<float *>(params[2]));
+  return 0;
+}
+
+// params: x (M, K), weight (N, K), bias (N) | y (M, N)
+int LinearBiasForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  ParallelSgemm('N', 'T', shapes[0][0], shapes[1][0], shapes[0][1], static_cast<const float *>(params[0]),
+                static_cast<const float *>(params[1]), static_cast<float *>(params[3]),
+                static_cast<const float *>(params[2]));
   return 0;
 }
 
 // params: dy (M, N), x (M, K), weight (N, K) | dx (M, K), dweight (N, K)
 int LinearBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  const int64_t m = shapes[0][0], n = shapes[0][1], k = shapes[1][1];
-  const float *dy = static_cast<const float *>(params[0]);
-  ParallelSgemm('N', 'N', m, k, n, dy, static_cast<const float *>(params[2]), static_cast<float *>(params[3]));
-  ParallelSgemm('T', 'N', n, k, m, dy, static_cast<const float *>(params[1]), static_cast<float *>(params[4]));
+  LinearGradients(shapes[0][0], shapes[0][1], shapes[1][1], static_cast<const float *>(params[0]),
+                  static_cast<const float *>(params[1]), static_cast<const float *>(params[2]),
+                  static_cast<float *>(params[3]), static_cast<float *>(params[4]), nullptr);
+  return 0;
+}
+
+// params: dy (M, N), x (M, K), weight (N, K), bias (N) | dx (M, K), dweight (N, K), dbias (N)
+int LinearBiasBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  LinearGradients(shapes[0][0], shapes[0][1], shapes[1][1], static_cast<const float *>(params[0]),
+                  static_cast<const float *>(params[1]), static_cast<const float *>(params[2]),
+                  static_cast<float *>(params[4]), static_cast<float *>(params[5]), static_cast<float *>(params[6]));
   return 0;
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 extern "C" {
 struct dnnl_engine;
@@ -64,7 +65,23 @@ int dnnl_primitive_execute(const dnnl_primitive *primitive, dnnl_stream *stream,
 // row-major C (m x n) = alpha op(A) op(B) + beta C, op(X) = X or X^T as trans is 'N' or 'T'
 int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+// a stream whose primitives run on `threadpool` (a dnnl::threadpool_interop::threadpool_iface)
+int dnnl_threadpool_interop_stream_create(dnnl_stream **stream, dnnl_engine *engine, void *threadpool);
+// the concurrency oneDNN assumes for primitives built on the calling thread (thread-local)
+int dnnl_threadpool_interop_set_max_concurrency(int max_concurrency);
 }
+
+namespace dnnl::threadpool_interop {
+// The interface through which the library's threadpool runtime runs its parallel loops
+// (include/dnnl_threadpool_iface.hpp): called through its virtual table, so the declaration order is the ABI.
+struct threadpool_iface {
+  virtual int get_num_threads() const = 0;
+  virtual bool get_in_parallel() const = 0;
+  virtual void parallel_for(int n, const std::function<void(int, int)> &fn) = 0;  // fn(i, n) for i < n
+  virtual uint64_t get_flags() const = 0;  // 0: parallel_for returns when every fn(i, n) has
+  virtual ~threadpool_iface() {}
+};
+}  // namespace dnnl::threadpool_interop
 
 namespace onednn {
 constexpr int kCpuEngine = 1;
