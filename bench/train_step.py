@@ -196,12 +196,13 @@ def profiler(args, profile):
 
 
 def mindspore_op_label(row):
-    """An op type, with the cell it serves for the fused kernels (all of type Custom), e.g. 'Custom GELU backward'."""
+    """An op type, with the cell it serves for the fused kernels (all of type Custom), e.g. 'Custom GELU backward'.
+    Some backward kernels (GroupNorm's) run outside any cell's scope, as the train step's own kernels do."""
     if row["op_type"] != "Custom":
         return row["op_type"]
     cells = [scope.split("-", 1)[1] for scope in row["full_op_name"].split("/")[:-1] if "-" in scope]
     backward = " backward" if row["full_op_name"].startswith("Gradients") else ""
-    return f"Custom {cells[-1] if cells else 'train step'}{backward}"
+    return f"Custom {cells[-1] if cells else 'unscoped (train step, some backward)'}{backward}"
 
 
 def profile_mindspore(step, steps):

@@ -287,6 +287,21 @@ def test_row_mean_squared_error_gathered_rows_and_patches_match_torch(fused, req
     assert_close(patches, expected, atol=0)
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_max_pool_over_zero_padding_matches_torch(fused, request):
+    if not fused:
+        switch_fused_kernels_off(request)
+    x = sample((2, 3, 9, 8), offset=-1.0)  # mostly negative: the padding's zeros are often the maxima
+    pool = cpu_kernels.ZeroPaddedMaxPool(3, 2, 1)
+    assert pool.fused == fused
+    out, grad, _ = ours_with_gradients(pool, x)
+    reference = torch.nn.Sequential(torch.nn.ConstantPad2d(1, 0.0), torch.nn.MaxPool2d(3, stride=2))
+    ref_out, ref_grad, _ = torch_with_gradients(reference, x)
+    assert out.shape == (2, 3, 5, 4) and (out == 0).any()
+    assert_close(out, ref_out, atol=0)
+    assert_close(grad, ref_grad, atol=1e-6)
+
+
 def test_gathered_rows_outside_the_tokens_fail_the_step():
     with pytest.raises(RuntimeError, match="GatherRowsForward"):
         cpu_kernels.GatherRows()(ms.Tensor(sample((2, 4, 8))), ms.Tensor(np.array([[0, 4], [1, 2]], np.int32)))

@@ -1,8 +1,8 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
 // an additive bias), bias addition, layer scale, an attention's split into heads and merge back, rows gathered
-// by index, a mean squared error per row, LayerNorm and GroupNorm (also with ReLU), forward and backward,
-// parallel over rows / groups; images cut into patch rows; squared sums, the EMA and AdamW updates for the
-// train step.
+// by index, a mean squared error per row, a max pool over zero-padded input, LayerNorm and GroupNorm (also with
+// ReLU), forward and backward, parallel over rows / groups / planes; images cut into patch rows; squared sums,
+// the EMA and AdamW updates for the train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -420,6 +420,56 @@ int PatchifyForward(int, void **params, int *, int64_t **shapes, const char **, 
           for (int64_t c = 0; c < channels; ++c) *out++ = rows[c][j];
         }
       }
+    }
+  });
+  return 0;
+}
+
+// ZeroPaddedMaxPoolForward(x (B, C, H, W), geometry (int32: kernel, stride, padding)) -> y (B, C, OH, OW), argmax
+// (int32, B, C, OH, OW): the max over each window of x with `padding` zeros around it, and the index in H x W of
+// the maximum (-1: a zero of the padding; the first of equal values, as PyTorch, NaN wins)
+int ZeroPaddedMaxPoolForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  const int32_t *geometry = static_cast<const int32_t *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  int32_t *argmax = static_cast<int32_t *>(params[3]);
+  const int64_t height = shapes[0][2], width = shapes[0][3], out_h = shapes[2][2], out_w = shapes[2][3];
+  const int64_t kernel = geometry[0], stride = geometry[1], padding = geometry[2];
+  ParallelFor(shapes[0][0] * shapes[0][1], height * width, [&](int64_t plane) {
+    const float *in = x + plane * height * width;
+    for (int64_t o = plane * out_h * out_w; o < (plane + 1) * out_h * out_w; ++o) {
+      const int64_t top = (o / out_w % out_h) * stride - padding, left = (o % out_w) * stride - padding;
+      float best = 0.0f;
+      int32_t best_index = -2;  // none yet
+      for (int64_t ih = top; ih < top + kernel; ++ih) {
+        for (int64_t iw = left; iw < left + kernel; ++iw) {
+          const bool inside = ih >= 0 && ih < height && iw >= 0 && iw < width;
+          const float value = inside ? in[ih * width + iw] : 0.0f;
+          if (best_index == -2 || value > best || std::isnan(value)) {
+            best = value;
+            best_index = inside ? static_cast<int32_t>(ih * width + iw) : -1;
+          }
+        }
+      }
+      y[o] = best;
+      argmax[o] = best_index;
+    }
+  });
+  return 0;
+}
+
+// ZeroPaddedMaxPoolBackward(dy (B, C, OH, OW), argmax, x (B, C, H, W)) -> dx: zeros, plus each dy at the position
+// of its window's maximum (none for the padding's zeros; x gives the shape only)
+int ZeroPaddedMaxPoolBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  const int32_t *argmax = static_cast<const int32_t *>(params[1]);
+  float *dx = static_cast<float *>(params[3]);
+  const int64_t plane_size = shapes[2][2] * shapes[2][3], out_size = shapes[0][2] * shapes[0][3];
+  ParallelFor(shapes[2][0] * shapes[2][1], plane_size, [&](int64_t plane) {
+    float *grad = dx + plane * plane_size;
+    std::fill_n(grad, plane_size, 0.0f);
+    for (int64_t o = plane * out_size; o < (plane + 1) * out_size; ++o) {
+      if (argmax[o] >= 0) grad[argmax[o]] += dy[o];
     }
   });
   return 0;
