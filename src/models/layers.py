@@ -194,7 +194,6 @@ class Attention(nn.Cell):
         if self.use_qv_bias:
             self.q_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="q_bias")
             self.v_bias = ms.Parameter(initializer(Zero(), (dim,), ms.float32), name="v_bias")
-            self.bias_add = BiasAdd()
         self.use_rel_pos_bias = window_size is not None
         if self.use_rel_pos_bias:
             self.relative_position_bias_table, self.relative_position_index = bias_table(window_size, num_heads)
@@ -215,9 +214,10 @@ class Attention(nn.Cell):
         return bias if shared_bias is None else bias + shared_bias
 
     def construct(self, x, shared_bias=None):
-        qkv = self.qkv(x)
-        if self.use_qv_bias:
-            qkv = self.bias_add(qkv, ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias)))
+        if self.use_qv_bias:  # k has no bias (BEiT)
+            qkv = self.qkv.affine(x, ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias)))
+        else:
+            qkv = self.qkv(x)
         q, k, v = self.split_heads(qkv)
         attn = self.matmul_transpose_b(q, k)
         bias = self.position_bias(shared_bias)

@@ -487,7 +487,7 @@ def _linear_op(has_bias):
 
 class Dense(nn.Dense):
     """nn.Dense without activation whose matrix products and bias addition are fused on the CPU; same
-    parameters and names."""
+    parameters and names. `affine(x, bias)` applies the weight with another bias (BEiT's q / v biases)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -496,19 +496,23 @@ class Dense(nn.Dense):
         self.matmul_transposed = ops.MatMul(transpose_b=True)  # weight is (out, in), as nn.Dense's
         self.fused = fused_kernels_enabled("cpu_linear_kernels")
         if self.fused:
-            self.fused_linear = _linear_op(self.has_bias)
-        if self.has_bias:
-            self.bias_add = BiasAdd()
+            self.fused_linear, self.fused_linear_bias = _linear_op(False), _linear_op(True)
+        self.bias_add = BiasAdd()
 
     def construct(self, x):
+        return self.affine(x, self.bias if self.has_bias else None)
+
+    def affine(self, x, bias):
+        """x weight^T, plus `bias` unless it is None."""
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         if self.fused and x.dtype == ms.float32:
-            out = self.fused_linear(rows, *((self.weight, self.bias) if self.has_bias else (self.weight,)))
+            with_bias = bias is not None
+            out = self.fused_linear_bias(rows, self.weight, bias) if with_bias else self.fused_linear(rows, self.weight)
         else:
             out = self.matmul_transposed(rows, self.weight)
-            if self.has_bias:
-                out = self.bias_add(out, self.bias)
+            if bias is not None:
+                out = self.bias_add(out, bias)
         return out.reshape(shape[:-1] + (out.shape[-1],))
 
 
