@@ -11,7 +11,6 @@ only) of each side, their ratio, and the sums over the network.
 import argparse
 import os
 import sys
-import time
 from collections import Counter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -19,8 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from in_turns import ForwardBackward, median_milliseconds_in_turns  # noqa: E402
 from machine import describe_machine  # noqa: E402
-from mindspore import nn, ops  # noqa: E402
 
 from src.ops.conv import Conv2d  # noqa: E402
 
@@ -42,17 +41,6 @@ def resnetv2_50_convolutions(image_size, width=64, depths=(3, 4, 6, 3)):
             found[(1, 1, mid, out, size)] += 1
             channels = out
     return found
-
-
-class ForwardBackward(nn.Cell):
-    def __init__(self, conv, input_grad):
-        super().__init__()
-        self.conv = conv
-        self.grad = ops.GradOperation(get_all=input_grad, get_by_list=True, sens_param=True)
-        self.weights = conv.trainable_params()
-
-    def construct(self, x, dy):
-        return self.conv(x), self.grad(self.conv, self.weights)(x, dy)
 
 
 def mindspore_step(kernel, stride, channels, out_channels, x, dy, input_grad):
@@ -92,15 +80,7 @@ def main():
         input_grad = channels != 3  # the root convolution's images need no gradient
         sides = [make(kernel, stride, channels, out_channels, x, dy, input_grad)
                  for make in (mindspore_step, torch_step)]
-        times = [[] for _ in sides]
-        for step in sides:  # compile / warm up
-            step()
-        for _ in range(args.steps):
-            for step, measured in zip(sides, times):
-                start = time.perf_counter()
-                step()
-                measured.append(time.perf_counter() - start)
-        medians = np.array([float(np.median(measured)) * 1000 for measured in times])
+        medians = np.array(median_milliseconds_in_turns(sides, args.steps))
         totals += medians * count
         print(f"{kernel:2} {stride:2} {channels:5} {out_channels:5} {size:4} {count:5}  {medians[0]:7.2f}ms  "
               f"{medians[1]:7.2f}ms  {medians[1] / medians[0]:.2f}x")

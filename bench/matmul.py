@@ -10,33 +10,19 @@ time of forward + backward for each shape and the ratio to PyTorch of each MindS
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from in_turns import ForwardBackward, median_milliseconds_in_turns  # noqa: E402
 from machine import describe_machine  # noqa: E402
-from mindspore import nn, ops  # noqa: E402
 
 from src.ops.cpu_kernels import Dense, use_fused_cpu_kernels  # noqa: E402
 
 # (in, out) of a ViT block's qkv, proj, fc1 and fc2: tiny (192 wide) and base (768 wide)
 SHAPES = [(192, 576), (192, 192), (192, 768), (768, 192), (768, 2304), (768, 768), (768, 3072), (3072, 768)]
-
-
-class ForwardBackward(nn.Cell):
-    """The layer's output and its gradients (input, weight, bias) for a given output gradient."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-        self.grad = ops.GradOperation(get_all=True, get_by_list=True, sens_param=True)
-        self.weights = layer.trainable_params()
-
-    def construct(self, x, dy):
-        return self.layer(x), self.grad(self.layer, self.weights)(x, dy)
 
 
 def mindspore_step(fused, in_features, out_features, x, dy):
@@ -70,15 +56,7 @@ def main():
         dy = rng.standard_normal((args.rows, out_features), dtype=np.float32)
         sides = [mindspore_step(fused, in_features, out_features, x, dy) for fused in (False, True)]
         sides.append(torch_step(in_features, out_features, x, dy))
-        times = [[] for _ in sides]
-        for step in sides:  # compile / warm up
-            step()
-        for _ in range(args.steps):
-            for step, measured in zip(sides, times):
-                start = time.perf_counter()
-                step()
-                measured.append(time.perf_counter() - start)
-        native, fused, reference = (float(np.median(measured)) * 1000 for measured in times)
+        native, fused, reference = median_milliseconds_in_turns(sides, args.steps)
         print(f"{in_features:5} x {out_features:4}  {native:7.2f}ms  {fused:7.2f}ms  {reference:7.2f}ms  "
               f"{reference / native:.2f}x / {reference / fused:.2f}x")
 
