@@ -42,6 +42,21 @@ def test_matmuls_run_in_float16_and_norms_where_asked_in_float32(model_name, lev
     ms.set_context(mode=ms.GRAPH_MODE)
 
 
+def test_beit_q_v_biased_projection_runs_in_float16_under_o2():
+    """BEiT's qkv layer is applied with its q / v biases through Dense.affine, outside the cell's own call."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    network = create_model("beit_base_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                           num_classes=5)
+    assert network.blocks[0].attn.use_qv_bias
+    seen = {}
+    network.blocks[0].attn.split_heads.register_forward_hook(
+        lambda cell, inputs, output: seen.__setitem__("qkv", inputs[0].dtype))
+    network = apply_amp(network, "O2", True)
+    network(ms.Tensor(np.random.default_rng(0).random((2, 3, 16, 16), np.float32)))
+    assert seen == {"qkv": ms.float16}
+    ms.set_context(mode=ms.GRAPH_MODE)
+
+
 def test_o0_leaves_everything_in_float32():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     build, image_size = MODELS["vit"]

@@ -503,16 +503,17 @@ class Dense(nn.Dense):
         return self.affine(x, self.bias if self.has_bias else None)
 
     def affine(self, x, bias):
-        """x weight^T, plus `bias` unless it is None."""
+        """x weight^T, plus `bias` unless it is None, in x's dtype (called from outside, the cell's mixed-precision
+        casts do not apply)."""
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         if self.fused and x.dtype == ms.float32:
             with_bias = bias is not None
             out = self.fused_linear_bias(rows, self.weight, bias) if with_bias else self.fused_linear(rows, self.weight)
         else:
-            out = self.matmul_transposed(rows, self.weight)
+            out = self.matmul_transposed(rows, self.weight.astype(x.dtype))
             if bias is not None:
-                out = self.bias_add(out, bias)
+                out = self.bias_add(out, bias.astype(x.dtype))
         return out.reshape(shape[:-1] + (out.shape[-1],))
 
 
