@@ -48,6 +48,17 @@ def test_scaled_gradients_are_unscaled_before_the_update(dynamic):
     np.testing.assert_allclose(net.b.asnumpy(), B0 - 0.1 * 3 * 2.0, rtol=1e-6)
 
 
+def test_the_step_runs_in_pynative_mode(request):
+    """`graph_mode: False` trains through the same cell (PyNative refused to stack the stop flag, a Parameter)."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    request.addfinalizer(lambda: ms.set_context(mode=ms.GRAPH_MODE))
+    net, step = make_step(scale=1024.0, dynamic=True, clip=10.0, ema=0.9)  # the norm, 7.5, is not clipped
+    x, y = [[1.0, 2.0, 3.0], [0.5, 0.5, 0.5]], [[2.0]]
+    _, overflow, _, stop = step(*inputs(x, y))
+    assert not bool(overflow.asnumpy()) and not bool(stop.asnumpy())
+    np.testing.assert_allclose(net.w.asnumpy(), W0 - 0.1 * np.array(x).sum(0), rtol=1e-6)
+
+
 def test_overflow_skips_the_step_and_lowers_a_dynamic_scale():
     net, step = make_step(scale=1024.0, dynamic=True)
     _, overflow, _, _ = step(*inputs([[np.inf, 1.0, 1.0]], [[1.0]]))

@@ -61,7 +61,7 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
 
     def overflow_and_stop(self, global_norm):
         """(gradients not finite on some rank, some rank asked to stop)."""
-        flags = ops.stack([ops.logical_not(ops.isfinite(global_norm)).astype(ms.float32), self.stop_requested])
+        flags = ops.stack([ops.logical_not(ops.isfinite(global_norm)).astype(ms.float32), self.stop_requested.value()])
         if self.reducer_flag:
             flags = self.flags_all_reduce(flags)
         return flags[0] > 0, flags[1] > 0
