@@ -396,12 +396,15 @@ class Patchify(nn.Cell):
             self.fused_forward.add_prim_attr("patch_size", patch_size)  # (see SplitHeads)
 
     def construct(self, images):
+        return ops.stop_gradient(self.patches(images))
+
+    def patches(self, images):
         if self.fused and images.dtype == ms.float32:
-            return ops.stop_gradient(self.fused_forward(images))
+            return self.fused_forward(images)
         batch, channels, height, width = images.shape
         grid_h, grid_w, size = height // self.patch_size, width // self.patch_size, self.patch_size
         x = images.reshape(batch, channels, grid_h, size, grid_w, size).transpose(0, 2, 4, 3, 5, 1)
-        return ops.stop_gradient(x.reshape(batch, grid_h * grid_w, size * size * channels))
+        return x.reshape(batch, grid_h * grid_w, size * size * channels)
 
 
 class ZeroPaddedMaxPool(nn.Cell):

@@ -92,6 +92,22 @@ bool IndicesBelow(const int32_t *index, int64_t n, int64_t limit) {
   return std::all_of(index, index + n, [limit](int32_t i) { return i >= 0 && i < limit; });
 }
 
+// out (planes, length, dim) = zeros, plus row k of rows (planes, count, dim) added at row index[k] of its plane
+// where index[k] >= 0: the gradient of picking rows by index, parallel over the planes
+void ScatterAddRows(const float *rows, const int32_t *index, int64_t planes, int64_t count, int64_t length,
+                    int64_t dim, float *out) {
+  ParallelFor(planes, length * dim, [&](int64_t plane) {
+    std::fill_n(out + plane * length * dim, length * dim, 0.0f);
+    for (int64_t k = plane * count; k < (plane + 1) * count; ++k) {
+      if (index[k] < 0) continue;
+      float *to = out + (plane * length + index[k]) * dim;
+      const float *from = rows + k * dim;
+#pragma omp simd
+      for (int64_t j = 0; j < dim; ++j) to[j] += from[j];
+    }
+  });
+}
+
 // softmax of one row of logits, in place
 void SoftmaxInPlace(float *row, int64_t dim) {
   float max = row[0];
@@ -388,15 +404,7 @@ int GatherRowsBackward(int, void **params, int *, int64_t **shapes, const char *
   float *dx = static_cast<float *>(params[3]);
   const int64_t length = shapes[2][1], dim = shapes[2][2], keep = shapes[1][1];
   if (!IndicesBelow(index, shapes[1][0] * keep, length)) return 1;
-  ParallelFor(shapes[1][0], length * dim, [&](int64_t b) {
-    std::fill_n(dx + b * length * dim, length * dim, 0.0f);
-    for (int64_t k = b * keep; k < (b + 1) * keep; ++k) {
-      float *to = dx + (b * length + index[k]) * dim;
-      const float *from = dy + k * dim;
-#pragma omp simd
-      for (int64_t j = 0; j < dim; ++j) to[j] += from[j];
-    }
-  });
+  ScatterAddRows(dy, index, shapes[1][0], keep, length, dim, dx);
   return 0;
 }
 
@@ -464,14 +472,8 @@ int ZeroPaddedMaxPoolBackward(int, void **params, int *, int64_t **shapes, const
   const float *dy = static_cast<const float *>(params[0]);
   const int32_t *argmax = static_cast<const int32_t *>(params[1]);
   float *dx = static_cast<float *>(params[3]);
-  const int64_t plane_size = shapes[2][2] * shapes[2][3], out_size = shapes[0][2] * shapes[0][3];
-  ParallelFor(shapes[2][0] * shapes[2][1], plane_size, [&](int64_t plane) {
-    float *grad = dx + plane * plane_size;
-    std::fill_n(grad, plane_size, 0.0f);
-    for (int64_t o = plane * out_size; o < (plane + 1) * out_size; ++o) {
-      if (argmax[o] >= 0) grad[argmax[o]] += dy[o];
-    }
-  });
+  ScatterAddRows(dy, argmax, shapes[2][0] * shapes[2][1], shapes[0][2] * shapes[0][3], shapes[2][2] * shapes[2][3],
+                 1, dx);
   return 0;
 }
 

@@ -21,7 +21,6 @@ struct dnnl_exec_arg_t {
   dnnl_memory *memory;
 };
 int dnnl_engine_create(dnnl_engine **engine, int kind, size_t index);
-int dnnl_stream_create(dnnl_stream **stream, dnnl_engine *engine, unsigned flags);
 int dnnl_stream_destroy(dnnl_stream *stream);
 int dnnl_stream_wait(dnnl_stream *stream);
 int dnnl_memory_desc_create_with_strides(dnnl_memory_desc **md, int ndims, const int64_t *dims, int data_type,
@@ -85,7 +84,6 @@ struct threadpool_iface {
 
 namespace onednn {
 constexpr int kCpuEngine = 1;
-constexpr unsigned kInOrderStream = 0x1;
 constexpr int kFloat32 = 3;
 constexpr int kAnyFormat = 1;
 constexpr int kForwardTraining = 64;
