@@ -1,11 +1,13 @@
 """Image transforms built from the config: MindSpore's C++ vision ops on HWC uint8 images."""
 import mindspore.dataset.vision as vision
+import numpy as np
 from mindspore.dataset.vision import Inter
 from PIL import Image
 
 from src.data.augment.auto_augment import GeometryStyle, augmentation_from_string
 from src.data.augment.random_erasing import RandomErasing
 from src.errors import UserInputError
+from src.ops import image_kernels
 
 # name -> (MindSpore's resize mode, PIL's filter); lanczos only where PIL resizes (BEiT pretraining views)
 INTERPOLATIONS = {"nearest": (Inter.NEAREST, Image.NEAREST), "bilinear": (Inter.BILINEAR, Image.BILINEAR),
@@ -38,6 +40,19 @@ def normalize_ops(args):
     return [vision.Normalize(mean=[255 * m for m in args.mean], std=[255 * s for s in args.std]), vision.HWC2CHW()]
 
 
+class NormalizeToChw:
+    """Normalize + HWC2CHW as one Python op (a compiled kernel): between Python augmentations it joins their
+    stage, where MindSpore's ops would split it in two and convert the image between them."""
+
+    def __init__(self, args):
+        self.mean = np.float32([255 * m for m in args.mean])
+        self.std = np.float32([255 * s for s in args.std])
+        image_kernels.kernels()  # compiled here, before the pipeline's threads call them
+
+    def __call__(self, image):
+        return image_kernels.normalize_to_chw(image, self.mean, self.std)
+
+
 def horizontal_flip(args):
     if not 0 <= args.hflip <= 1:
         raise UserInputError(f"hflip is a probability in [0, 1], got {args.hflip}")
@@ -67,24 +82,27 @@ def eval_transforms(args):
 
 def imagenet_train_transforms(args, seed=None):
     """Encoded bytes -> C++ RandomResizedCrop (decoding only the crop), flip, timm's `auto_augment` policy,
-    C++ normalisation, random erasing.
+    normalisation, random erasing.
 
-    One map runs them all in threads: PIL and NumPy release the GIL in their heavy parts, and worker
-    processes or more stages measured slower here (bench/data_pipeline.py).
+    One map runs them all in threads: the C++ ops, the compiled kernels and PIL release the GIL in their heavy
+    parts, and worker processes or more stages measured slower (bench/data_pipeline.py). With augmentations in
+    Python, normalisation is one of them, so that MindSpore runs them as one Python stage.
     """
     ops = [vision.RandomCropDecodeResize(args.image_size, scale=(args.crop_min_scale, 1.0), ratio=(3 / 4, 4 / 3),
                                          interpolation=interpolation_mode(args.interpolation)),
            horizontal_flip(args)]
+    augmentation, erasing = [], []
     if args.auto_augment:
         # as timm's create_transform: geometric ops fill with the mean colour and use the configured
         # interpolation
         style = GeometryStyle(fill=[min(255, round(255 * m)) for m in args.mean],
                               resample=pil_interpolation(args.interpolation))
-        ops.append(augmentation_from_string(args.auto_augment, style=style, seed=seed))
-    ops += normalize_ops(args)
+        augmentation.append(augmentation_from_string(args.auto_augment, style=style, seed=seed))
     if args.re_prob > 0:
-        ops.append(RandomErasing(args.re_prob, mode=args.re_mode, max_count=args.re_count, seed=seed))
-    return ops
+        erasing.append(RandomErasing(args.re_prob, mode=args.re_mode, max_count=args.re_count, seed=seed))
+    if not augmentation and not erasing:
+        return ops + normalize_ops(args)
+    return ops + augmentation + [NormalizeToChw(args)] + erasing
 
 
 def imagenet_eval_transforms(args):

@@ -38,6 +38,8 @@ COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-trapping-math", "-f
 NATIVE_FLAGS = ["-march=native"]
 DISABLE_VARIABLE = "FUSED_CPU_KERNELS"
 ONEDNN_LIBRARIES = {"cpu_conv_kernels": "convolutions", "cpu_linear_kernels": "linear layers"}  # link oneDNN
+# compiled without fusing a * b + c into one multiply-add: the image kernels repeat Pillow's arithmetic to the bit
+EXACT_ARITHMETIC_LIBRARIES = {"image_kernels"}
 _switch = {"enabled": os.environ.get(DISABLE_VARIABLE, "1") != "0", "portable": False}
 
 logger = logging.getLogger(__name__)
@@ -68,14 +70,14 @@ def _onednn_flags():
     return [f"-L{lib_dir}", f"-l:{os.path.basename(found[-1])}", f"-Wl,-rpath,{lib_dir}"]
 
 
-def _compile(source, link_flags, target):
+def _compile(source, library_flags, target):
     """Compile `source` into `target` atomically (several ranks may compile at once); the error text or None."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
     handle, partial = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
     os.close(handle)
     try:
         for extra in (NATIVE_FLAGS, []):
-            done = subprocess.run(["g++", *COMPILE_FLAGS, *extra, "-o", partial, source, *link_flags],
+            done = subprocess.run(["g++", *COMPILE_FLAGS, *extra, "-o", partial, source, *library_flags],
                                   capture_output=True, text=True)
             if done.returncode == 0:
                 os.replace(partial, target)
@@ -92,19 +94,21 @@ def _compile(source, link_flags, target):
 def library_path(name):
     """csrc/`name`.cc compiled, on first call; None (with one warning) where it cannot be built."""
     source = os.path.join(CSRC, f"{name}.cc")
-    link_flags = _onednn_flags() if name in ONEDNN_LIBRARIES else []
-    if link_flags is None:
+    library_flags = _onednn_flags() if name in ONEDNN_LIBRARIES else []
+    if library_flags is None:
         logger.warning("fused CPU %s unavailable: MindSpore ships no oneDNN library here", ONEDNN_LIBRARIES[name])
         return None
+    if name in EXACT_ARITHMETIC_LIBRARIES:
+        library_flags = library_flags + ["-ffp-contract=off"]
     digest = hashlib.sha256(_machine_signature().encode())
     for path in (source, *sorted(glob.glob(os.path.join(CSRC, "*.h")))):
         with open(path, "rb") as text:
             digest.update(text.read())
-    digest.update(" ".join(COMPILE_FLAGS + NATIVE_FLAGS + link_flags).encode())
+    digest.update(" ".join(COMPILE_FLAGS + NATIVE_FLAGS + library_flags).encode())
     target = os.path.join(_cache_dir(), f"{name}-{digest.hexdigest()[:16]}.so")
     if os.path.exists(target):
         return target
-    error = _compile(source, link_flags, target)
+    error = _compile(source, library_flags, target)
     if error is None:
         return target
     logger.warning("fused CPU kernels unavailable, using MindSpore's slower ones: compiling %s failed: %s",
@@ -116,6 +120,11 @@ def use_fused_cpu_kernels(enabled):
     """Switch the fused kernels on or off for the cells built from now on; returns the previous setting."""
     previous, _switch["enabled"] = _switch["enabled"], bool(enabled)
     return previous
+
+
+def fused_kernels_switched_on():
+    """False after `use_fused_cpu_kernels(False)` or with FUSED_CPU_KERNELS=0 at start."""
+    return _switch["enabled"]
 
 
 def use_portable_operators(enabled):

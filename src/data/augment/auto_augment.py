@@ -7,7 +7,9 @@ their argument with probability 0.5. Magnitudes map to op arguments as timm's LE
 
 Ops run on HWC uint8 arrays, one image at a time inside the pipeline's Python stage, so they are
 written for that: the point ops (Invert, Posterize, Solarize, SolarizeAdd) as NumPy lookups, the
-rest with PIL exactly as timm does. MindSpore's C++ vision ops are not used here: called on one
+geometric ops (Rotate, Shear, Translate) with a compiled kernel that computes Pillow's affine transform
+to the bit (src/ops/image_kernels.py), the rest with PIL exactly as timm does. MindSpore's C++ vision
+ops are not used here: called on one
 image from Python each costs 0.1-0.5 ms of dispatch, more than the NumPy op, and their
 semantics differ for the geometric ops (MindSpore's Affine shears and rotates about the image
 centre with torchvision's conventions; timm's PIL transforms shear and translate about the origin
@@ -20,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from src.errors import UserInputError
+from src.ops.image_kernels import affine_transform, rotate
 
 LEVEL_DENOM = 10.0
 FILL = (128, 128, 128)
@@ -104,14 +107,15 @@ def _pil_op(function):
 
 
 def _affine(matrix_of):
-    def transform(img, arg, rng, style):
-        return img.transform(img.size, Image.AFFINE, matrix_of(img, arg), resample=style.pick_resample(rng),
-                             fillcolor=style.fill)
-    return _pil_op(transform)
+    """An op applying the affine matrix `matrix_of(width, height, arg)`, as PIL's Image.transform."""
+    def transform(image, arg, rng, style):
+        height, width = image.shape[:2]
+        return affine_transform(image, matrix_of(width, height, arg), style.pick_resample(rng), style.fill)
+    return transform
 
 
-def _rotate(img, degrees, rng, style):
-    return img.rotate(degrees, resample=style.pick_resample(rng), fillcolor=style.fill)
+def _rotate(image, degrees, rng, style):
+    return rotate(image, degrees, style.pick_resample(rng), style.fill)
 
 
 def _solarize_add(image, add, *_):
@@ -136,7 +140,7 @@ OPS = {
     "AutoContrast": _pil_op(lambda img, *_: ImageOps.autocontrast(img)),
     "Equalize": _pil_op(lambda img, *_: ImageOps.equalize(img)),
     "Invert": lambda image, *_: 255 - image,
-    "Rotate": _pil_op(_rotate),
+    "Rotate": _rotate,
     "Posterize": _posterize,
     "PosterizeIncreasing": _posterize,
     "PosterizeOriginal": _posterize,
@@ -151,10 +155,10 @@ OPS = {
     "BrightnessIncreasing": _enhance_op(ImageEnhance.Brightness),
     "Sharpness": _enhance_op(ImageEnhance.Sharpness),
     "SharpnessIncreasing": _enhance_op(ImageEnhance.Sharpness),
-    "ShearX": _affine(lambda img, factor: (1, factor, 0, 0, 1, 0)),
-    "ShearY": _affine(lambda img, factor: (1, 0, 0, factor, 1, 0)),
-    "TranslateXRel": _affine(lambda img, pct: (1, 0, pct * img.size[0], 0, 1, 0)),
-    "TranslateYRel": _affine(lambda img, pct: (1, 0, 0, 0, 1, pct * img.size[1])),
+    "ShearX": _affine(lambda width, height, factor: (1, factor, 0, 0, 1, 0)),
+    "ShearY": _affine(lambda width, height, factor: (1, 0, 0, factor, 1, 0)),
+    "TranslateXRel": _affine(lambda width, height, pct: (1, 0, pct * width, 0, 1, 0)),
+    "TranslateYRel": _affine(lambda width, height, pct: (1, 0, 0, 0, 1, pct * height)),
 }
 
 
