@@ -81,10 +81,12 @@ def test_blr_scales_with_the_effective_batch_and_conflicts_are_named(tmp_path):
 
 
 def test_a_run_with_accum_steps_ends_as_one_with_the_whole_batch(small_digits, tmp_path):
-    """One epoch (128 digits) of the tiny BiT: batch 4 x accum_steps 4 against batch 16; deterministic inputs."""
+    """One epoch (128 digits) of the tiny BiT: batch 4 x accum_steps 4 against batch 16; deterministic inputs.
+    At lr 0.001 the two agree to ~1e-7; at 0.01 the steps amplify float rounding (the two sum each gradient in
+    another order) to ~1e-3 in the AdamW moments within the epoch (measured on an AVX-512 Xeon)."""
     common = ["--config", TINY_CONFIG, "--data_url", small_digits, "--epochs", "1", "--deterministic", "True",
               "--crop_ratio", "1", "--hflip", "0", "--eval_interval", "0", "--log_interval", "10",
-              "--base_lr", "0.01", "--warmup_length", "0"]
+              "--base_lr", "0.001", "--warmup_length", "0"]
     logs = {}
     for name, batch in (("whole", ["--batch_size", "16"]), ("accum", ["--batch_size", "4", "--accum_steps", "4"])):
         result = run_script("train.py", *common, *batch, "--train_url", str(tmp_path / name))

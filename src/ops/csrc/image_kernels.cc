@@ -2,12 +2,12 @@
 // pipeline's worker threads run them in parallel): Pillow's affine resampling (bilinear and bicubic, as
 // Image.transform computes it, to the bit) and normalisation of an HWC uint8 image into a CHW float32 one.
 //
-// The affine kernel repeats Pillow's double-precision arithmetic operation for operation (libImaging/Geometry.c)
-// (compiled without fused multiply-adds, see cpu_kernels.py) so that its pixels equal Pillow's: the sample point of output pixel (x, y) is a * (x + 0.5, y + 0.5, 1); a
-// point outside the input keeps the fill colour; near the border the taps are clamped as Pillow clamps them.
-// Two shortcuts leave the result unchanged: where the fractional offset along an axis is exactly 0 the
-// interpolation along it returns the middle tap, so shears and translations (one offset is 0 on every pixel)
-// interpolate along one axis only.
+// The affine kernel repeats Pillow's double-precision arithmetic operation for operation (libImaging/Geometry.c;
+// compiled without fused multiply-adds, see cpu_kernels.py) so that its pixels equal Pillow's: the sample point
+// of output pixel (x, y) is a * (x + 0.5, y + 0.5, 1); a point outside the input keeps the fill colour; near the
+// border the taps are clamped as Pillow clamps them. Two shortcuts leave the result unchanged: where the
+// fractional offset along an axis is exactly 0 the interpolation along it returns the middle tap, so shears and
+// translations (one offset is 0 on every pixel) interpolate along one axis only.
 #include <cmath>
 #include <cstdint>
 #include <vector>
