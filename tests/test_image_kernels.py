@@ -69,7 +69,7 @@ def test_nearest_resampling_and_non_rgb_images_are_left_to_pillow(photo):
                                   np.asarray(reference))
 
 
-def test_normalize_to_chw_equals_mindsporess_normalize_and_hwc2chw(photo, kernels):
+def test_normalize_to_chw_equals_mindspores_normalize_and_hwc2chw(photo, kernels):
     mean, std = np.float32([123.675, 116.28, 103.53]), np.float32([58.395, 57.12, 57.375])
     reference = vision.HWC2CHW()(vision.Normalize(mean=mean.tolist(), std=std.tolist())(photo))
     ours = image_kernels.normalize_to_chw(photo[:, ::-1], mean, std)  # a non-contiguous view, too

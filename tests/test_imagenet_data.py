@@ -3,6 +3,7 @@ import os
 import random
 import shutil
 
+import mindspore.dataset.vision as vision
 import numpy as np
 import pytest
 import torch
@@ -251,11 +252,24 @@ def test_augmentation_policy_strings():
 def test_pipeline_uses_timms_augmentation_hyperparameters(imagenet):
     """create_transform fills geometric ops with the mean colour and uses the configured interpolation."""
     args = imagenet_args(imagenet, "--auto_augment", "rand-m9-mstd0.5-inc1")
-    augmentation = next(op for op in imagenet_train_transforms(args) if hasattr(op, "sample"))
+    augmentation = next(op for op in imagenet_train_transforms(args)[-1].ops if hasattr(op, "sample"))
     reference = create_transform(96, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic")
     timm_op = next(t for t in reference.transforms if hasattr(t, "ops")).ops[0]
     assert augmentation.style.fill == timm_op.kwargs["fillcolor"]
     assert augmentation.style.resample == timm_op.kwargs["resample"] == Image.BICUBIC
+
+
+def test_the_python_stage_equals_its_ops_in_turn_with_mindspores_normalize(imagenet):
+    """RandAugment, normalisation (here MindSpore's Normalize + HWC2CHW) and erasing, as one map operation."""
+    args = imagenet_args(imagenet, "--auto_augment", "rand-m9-mstd0.5-inc1", "--re_prob", "0.5")
+    stage = imagenet_train_transforms(args, seed=3)[-1]
+    augmentation, _, erasing = imagenet_train_transforms(args, seed=3)[-1].ops
+    normalize = [vision.Normalize(mean=[255 * m for m in args.mean], std=[255 * s for s in args.std]),
+                 vision.HWC2CHW()]
+    for photo in bundled_photos()[:6]:
+        crop = np.ascontiguousarray(photo[:96, :128])
+        np.testing.assert_allclose(stage(crop), erasing(normalize[1](normalize[0](augmentation(crop)))),
+                                   rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name, arg", [

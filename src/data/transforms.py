@@ -40,9 +40,22 @@ def normalize_ops(args):
     return [vision.Normalize(mean=[255 * m for m in args.mean], std=[255 * s for s in args.std]), vision.HWC2CHW()]
 
 
+class PythonStage:
+    """Python ops applied in turn as one map operation: given several, MindSpore wraps them in its Compose, whose
+    argument check (inspect.signature) runs for every image."""
+
+    def __init__(self, ops):
+        self.ops = ops
+
+    def __call__(self, image):
+        for op in self.ops:
+            image = op(image)
+        return image
+
+
 class NormalizeToChw:
-    """Normalize + HWC2CHW as one Python op (a compiled kernel): between Python augmentations it joins their
-    stage, where MindSpore's ops would split it in two and convert the image between them."""
+    """Normalize + HWC2CHW as one Python op (a compiled kernel): among Python augmentations it joins their stage,
+    where MindSpore's ops would split it in two and convert the image between them."""
 
     def __init__(self, args):
         self.mean = np.float32([255 * m for m in args.mean])
@@ -86,7 +99,7 @@ def imagenet_train_transforms(args, seed=None):
 
     One map runs them all in threads: the C++ ops, the compiled kernels and PIL release the GIL in their heavy
     parts, and worker processes or more stages measured slower (bench/data_pipeline.py). With augmentations in
-    Python, normalisation is one of them, so that MindSpore runs them as one Python stage.
+    Python, normalisation joins them in one Python stage.
     """
     ops = [vision.RandomCropDecodeResize(args.image_size, scale=(args.crop_min_scale, 1.0), ratio=(3 / 4, 4 / 3),
                                          interpolation=interpolation_mode(args.interpolation)),
@@ -102,7 +115,7 @@ def imagenet_train_transforms(args, seed=None):
         erasing.append(RandomErasing(args.re_prob, mode=args.re_mode, max_count=args.re_count, seed=seed))
     if not augmentation and not erasing:
         return ops + normalize_ops(args)
-    return ops + augmentation + [NormalizeToChw(args)] + erasing
+    return ops + [PythonStage(augmentation + [NormalizeToChw(args)] + erasing)]
 
 
 def imagenet_eval_transforms(args):

@@ -238,10 +238,11 @@ class RandAugment(Augmentation):
 
     def sample(self):
         chosen = []
-        for name in self.rng.choice(self.transforms, self.num_layers, replace=True):
+        for index in self.rng.integers(0, len(self.transforms), self.num_layers):  # as rng.choice, without a copy
             if self.prob < 1.0 and self.rng.random() > self.prob:
                 continue
-            chosen.append((str(name), self.op_argument(str(name), self.magnitude)))
+            name = self.transforms[index]
+            chosen.append((name, self.op_argument(name, self.magnitude)))
         return chosen
 
 
