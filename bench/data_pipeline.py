@@ -89,11 +89,13 @@ def main():
         data = tempfile.mkdtemp(prefix="bench_imagenet_")
         write_photo_imagenet(data, num_classes=8, train_per_class=args.images // 8, val_per_class=0)
     sides = [make(data, args.workers, args.batch, args.re_mode) for make in (timm_loader, ours)]
-    images = epoch(sides[0])
-    assert epoch(sides[1]) == images, "the two pipelines yield different epochs"
-    reference_ms, ours_ms = median_milliseconds_in_turns([lambda batches=batches: epoch(batches) for batches in sides],
-                                                         args.epochs)
-    reference, mindspore_rate = images * 1000 / reference_ms, images * 1000 / ours_ms
+    images = [set(), set()]  # the images per epoch each side yields
+    reference_ms, ours_ms = median_milliseconds_in_turns(
+        [lambda batches=batches, seen=seen: seen.add(epoch(batches)) for batches, seen in zip(sides, images)],
+        args.epochs)
+    assert len(images[0]) == 1 and images[0] == images[1], f"the two pipelines yield different epochs: {images}"
+    count = images[0].pop()
+    reference, mindspore_rate = count * 1000 / reference_ms, count * 1000 / ours_ms
     print(describe_machine())
     print(f"timm + DataLoader ({args.workers} workers): {reference:8.1f} images/s")
     print(f"this repository   ({args.workers} workers): {mindspore_rate:8.1f} images/s")

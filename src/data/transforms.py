@@ -36,8 +36,14 @@ def resize_size(args):
     return int(round(args.image_size / args.crop_ratio))
 
 
+def pixel_mean_std(args):
+    """The configured mean and std on the 0-255 scale of uint8 pixels."""
+    return [255 * m for m in args.mean], [255 * s for s in args.std]
+
+
 def normalize_ops(args):
-    return [vision.Normalize(mean=[255 * m for m in args.mean], std=[255 * s for s in args.std]), vision.HWC2CHW()]
+    mean, std = pixel_mean_std(args)
+    return [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
 
 
 class PythonStage:
@@ -58,8 +64,7 @@ class NormalizeToChw:
     where MindSpore's ops would split it in two and convert the image between them."""
 
     def __init__(self, args):
-        self.mean = np.float32([255 * m for m in args.mean])
-        self.std = np.float32([255 * s for s in args.std])
+        self.mean, self.std = (np.float32(values) for values in pixel_mean_std(args))
         image_kernels.kernels()  # compiled here, before the pipeline's threads call them
 
     def __call__(self, image):
