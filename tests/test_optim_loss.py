@@ -16,21 +16,26 @@ from src.optim.schedulers import cosine_lr, exp_decay_lr
 ms.set_context(mode=ms.GRAPH_MODE)
 
 
-# the CPU's fused kernel (on a weight large enough to be split over threads) and MindSpore's ops
-@pytest.mark.parametrize("fused, width", [(True, 3), (True, 20000), (False, 3)])
-def test_adamw_matches_torch_adamw_with_groups_and_per_step_lr(fused, width, request):
+# the CPU's fused kernel (on a weight large enough to be split over threads; in PyNative mode with a fixed learning
+# rate, which is a Parameter there) and MindSpore's ops
+@pytest.mark.parametrize("fused, width, mode", [(True, 3, ms.GRAPH_MODE), (True, 20000, ms.GRAPH_MODE),
+                                                (True, 3, ms.PYNATIVE_MODE), (False, 3, ms.GRAPH_MODE)])
+def test_adamw_matches_torch_adamw_with_groups_and_per_step_lr(fused, width, mode, request):
     if not fused:
         switch_fused_kernels_off(request)
+    ms.set_context(mode=mode)
+    request.addfinalizer(lambda: ms.set_context(mode=ms.GRAPH_MODE))
     rng = np.random.default_rng(0)
     weight, bias = rng.standard_normal((4, width)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
-    lrs = np.array([0.1, 0.05, 0.02, 0.01, 0.01], np.float32)
+    fixed_lr = mode == ms.PYNATIVE_MODE
+    lrs = np.full(5, 0.05, np.float32) if fixed_lr else np.array([0.1, 0.05, 0.02, 0.01, 0.01], np.float32)
     dense = nn.Dense(weight.shape[1], 4)
     dense.weight.set_data(ms.Tensor(weight))
     dense.bias.set_data(ms.Tensor(bias))
     groups = param_groups(dense, weight_decay=0.1)
     no_decay = [group for group in groups if group.get("weight_decay") == 0.0]
     assert [p.name for p in no_decay[0]["params"]] == [dense.bias.name]  # no decay on the bias
-    optimizer = AdamW(groups, ms.Tensor(lrs), beta1=0.9, beta2=0.999, eps=1e-8)
+    optimizer = AdamW(groups, 0.05 if fixed_lr else ms.Tensor(lrs), beta1=0.9, beta2=0.999, eps=1e-8)
     assert (optimizer.fused_update is not None) == fused
     t_weight, t_bias = torch.nn.Parameter(torch.tensor(weight)), torch.nn.Parameter(torch.tensor(bias))
     reference = torch.optim.AdamW([{"params": [t_weight], "weight_decay": 0.1},

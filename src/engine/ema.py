@@ -17,7 +17,7 @@ def _ema_update_tensor(decay, ema_weight, weight):
 @_fused_ema_update.register("Function", "Tensor", "Tensor", "Tensor")
 def _fused_ema_update_tensor(update, decay, ema_weight, weight):
     if ema_weight.dtype == ms.float32 and weight.dtype == ms.float32:
-        return ops.assign(ema_weight, update(ema_weight, weight, decay))
+        return update(ema_weight, weight, decay)
     return _ema_update_tensor(decay, ema_weight, weight)
 
 

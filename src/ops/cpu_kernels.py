@@ -28,6 +28,7 @@ import tempfile
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
+from mindspore.ops import signature as sig
 
 CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 # No kernel reads errno or floating-point exception flags; without these two, g++ keeps the loops over exp, sqrt and
@@ -147,6 +148,20 @@ def fused_kernels_enabled(library="cpu_kernels"):
 def _custom_op(entry, out_shape, out_dtype, bprop=None, library="cpu_kernels"):
     return ops.Custom(f"{library_path(library)}:{entry}", out_shape=out_shape, out_dtype=out_dtype,
                       func_type="aot", bprop=bprop)
+
+
+def _in_place_op(entry, input_names, written):
+    """Custom op that updates its first `written` inputs (parameters) in place and returns a dummy (1,) float32.
+    The inputs are declared written, as Assign's are, so MindSpore keeps the op and orders the parameters' other
+    reads and writes around it. (An update into new tensors, copied back by Assign, cost one more pass over each
+    updated parameter and one more copy of it in memory.)"""
+    signature = tuple(sig.make_sig(name, sig.sig_rw.RW_WRITE if index < written else sig.sig_rw.RW_READ)
+                      for index, name in enumerate(input_names))
+    op_class = type(entry, (ops.Custom,), {"__mindspore_signature__": signature})
+    op = op_class(f"{library_path('cpu_kernels')}:{entry}", out_shape=lambda *shapes: [1],
+                  out_dtype=lambda *dtypes: ms.float32, func_type="aot")
+    op.add_prim_attr("side_effect_mem", True)
+    return op
 
 
 def _rows_of_layer_norm(x_shape, gamma_shape):
@@ -615,21 +630,20 @@ def squared_sum_op():
 
 
 def ema_update_op():
-    """Custom op (ema, weight, decay) -> decay * ema + (1 - decay) * weight (float32), in one pass; None where
-    the fused kernels are unavailable."""
+    """Custom op (ema, weight, decay): ema = decay * ema + (1 - decay) * weight (float32 parameters), in place and
+    in one pass; None where the fused kernels are unavailable."""
     if not fused_kernels_enabled():
         return None
-    return _custom_op("EmaUpdate", lambda ema, weight, decay: ema, lambda ema, weight, decay: ema)
+    return _in_place_op("EmaUpdate", ("ema", "weight", "decay"), written=1)
 
 
 def adamw_update_op():
-    """Custom op (param, exp_avg, exp_avg_sq, grad, hyper) -> (param, exp_avg, exp_avg_sq) after one AdamW step
-    (float32; hyper: 1 - lr x weight decay, lr, beta1, beta2, eps and the two bias corrections), in one pass;
+    """Custom op (param, exp_avg, exp_avg_sq, grad, hyper): one AdamW step of the three float32 parameters, in
+    place and in one pass (hyper: 1 - lr x weight decay, lr, beta1, beta2, eps and the two bias corrections);
     None where the fused kernels are unavailable."""
     if not fused_kernels_enabled():
         return None
-    return _custom_op("AdamWUpdate", lambda param, m, v, grad, hyper: (param, param, param),
-                      lambda param, m, v, grad, hyper: (param, param, param))
+    return _in_place_op("AdamWUpdate", ("param", "exp_avg", "exp_avg_sq", "grad", "hyper"), written=3)
 
 
 def convolution_op(stride, padding, input_grad=True, tokens=False):

@@ -43,11 +43,9 @@ def _fused_adamw_update_tensor(update, constants, lr, weight_decay, param, exp_a
     if param.dtype != ms.float32 or grad.dtype != ms.float32:
         return _adamw_update_tensor(constants[0], constants[1], constants[2], constants[3], constants[4], lr,
                                     weight_decay, param, exp_avg, exp_avg_sq, grad)
-    hyper = ops.concat([ops.stack([1.0 - lr * weight_decay, lr]).astype(ms.float32), constants])
-    new_param, new_exp_avg, new_exp_avg_sq = update(param, exp_avg, exp_avg_sq, grad, hyper)
-    success = ops.assign(exp_avg, new_exp_avg)
-    success = ops.depend(success, ops.assign(exp_avg_sq, new_exp_avg_sq))
-    return ops.depend(success, ops.assign(param, new_param))
+    # lr * 1.0: in PyNative mode a fixed learning rate is the Parameter itself, which Stack refuses
+    hyper = ops.concat([ops.stack([1.0 - lr * weight_decay, lr * 1.0]).astype(ms.float32), constants])
+    return update(param, exp_avg, exp_avg_sq, grad, hyper)
 
 
 class AdamW(nn.Optimizer):

@@ -265,44 +265,42 @@ int SquaredSum(int, void **params, int *ndims, int64_t **shapes, const char **, 
   return 0;
 }
 
-// EmaUpdate(ema, weight, decay (a scalar)) -> decay * ema + (1 - decay) * weight, in one pass (MindSpore's
-// CPU ops take three)
+// EmaUpdate(ema, weight, decay (a scalar)) -> dummy: ema = decay * ema + (1 - decay) * weight, in place and in one
+// pass (MindSpore's CPU ops take three and an Assign)
 int EmaUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *ema = static_cast<const float *>(params[0]);
+  float *ema = static_cast<float *>(params[0]);
   const float *weight = static_cast<const float *>(params[1]);
   const float decay = *static_cast<const float *>(params[2]);
-  float *out = static_cast<float *>(params[3]);
   ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [&](int64_t begin, int64_t end) {
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) out[i] = decay * ema[i] + (1.0f - decay) * weight[i];
+    for (int64_t i = begin; i < end; ++i) ema[i] = decay * ema[i] + (1.0f - decay) * weight[i];
   });
+  *static_cast<float *>(params[3]) = 0.0f;
   return 0;
 }
 
 // AdamWUpdate(param, exp_avg, exp_avg_sq, grad, hyper (1 - lr * weight_decay, lr, beta1, beta2, eps,
-// bias_correction1, bias_correction2)) -> (param, exp_avg, exp_avg_sq) after one torch-style AdamW step, in one
-// pass (MindSpore's CPU ops take about ten, each over the whole parameter)
+// bias_correction1, bias_correction2)) -> dummy: one torch-style AdamW step of param, exp_avg and exp_avg_sq, in
+// place and in one pass (MindSpore's CPU ops take about ten, each over the whole parameter)
 int AdamWUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *param = static_cast<const float *>(params[0]);
-  const float *exp_avg = static_cast<const float *>(params[1]);
-  const float *exp_avg_sq = static_cast<const float *>(params[2]);
+  float *param = static_cast<float *>(params[0]);
+  float *exp_avg = static_cast<float *>(params[1]);
+  float *exp_avg_sq = static_cast<float *>(params[2]);
   const float *grad = static_cast<const float *>(params[3]);
   const float *hyper = static_cast<const float *>(params[4]);
   const float decay = hyper[0], step_size = hyper[1] / hyper[5], beta1 = hyper[2], beta2 = hyper[3], eps = hyper[4];
   const float sqrt_bias_correction2 = std::sqrt(hyper[6]);
-  float *new_param = static_cast<float *>(params[5]);
-  float *new_exp_avg = static_cast<float *>(params[6]);
-  float *new_exp_avg_sq = static_cast<float *>(params[7]);
   ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [&](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
       const float m = beta1 * exp_avg[i] + (1.0f - beta1) * grad[i];
       const float v = beta2 * exp_avg_sq[i] + (1.0f - beta2) * grad[i] * grad[i];
-      new_exp_avg[i] = m;
-      new_exp_avg_sq[i] = v;
-      new_param[i] = param[i] * decay - step_size * m / (std::sqrt(v) / sqrt_bias_correction2 + eps);
+      exp_avg[i] = m;
+      exp_avg_sq[i] = v;
+      param[i] = param[i] * decay - step_size * m / (std::sqrt(v) / sqrt_bias_correction2 + eps);
     }
   });
+  *static_cast<float *>(params[5]) = 0.0f;
   return 0;
 }
 
