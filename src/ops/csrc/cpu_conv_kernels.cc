@@ -59,29 +59,6 @@ Geometry ReadGeometry(void **params, int64_t **shapes, int weight_index) {
 // The three convolutions of a layer: y from (x, weight); dx from (dy, weight); dweight from (x, dy).
 enum class Pass { kForward, kBackwardData, kBackwardWeights };
 
-// oneDNN's parallel loops on threads started per loop, as the other kernels' (parallel.h): MindSpore's oneDNN has
-// the threadpool runtime, single-threaded unless given a pool
-class SpawnedThreads final : public dnnl::threadpool_interop::threadpool_iface {
- public:
-  int get_num_threads() const override { return NumThreads(); }
-  bool get_in_parallel() const override { return in_parallel_; }
-  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
-    if (in_parallel_) {
-      for (int i = 0; i < n; ++i) fn(i, n);
-      return;
-    }
-    ParallelRanges(n, kMinElementsPerThread, [&](int64_t begin, int64_t end) {
-      in_parallel_ = true;
-      for (int64_t i = begin; i < end; ++i) fn(static_cast<int>(i), n);
-      in_parallel_ = false;
-    });
-  }
-  uint64_t get_flags() const override { return 0; }
-
- private:
-  static inline thread_local bool in_parallel_ = false;
-};
-
 dnnl_engine *Engine() {
   static dnnl_engine *const engine = [] {
     dnnl_engine *created = nullptr;
@@ -126,7 +103,7 @@ class ConvPlan {
 
   // output = the pass applied to inputs first and second (plain layouts)
   bool Run(const float *first, const float *second, float *output) const {
-    static SpawnedThreads threads;
+    static onednn::SpawnedThreads threads;
     dnnl_stream *stream = nullptr;
     if (dnnl_threadpool_interop_stream_create(&stream, Engine(), &threads) != 0) return false;
     float *plain[3] = {const_cast<float *>(first), const_cast<float *>(second), output};

@@ -1,9 +1,10 @@
 // A linear layer's matrix products (y = x w^T and its two gradients) for MindSpore's Custom "aot" ops (see
 // cpu_kernels.py), with the sgemm of the oneDNN library MindSpore ships. MindSpore 2.10's CPU MatMul took 1.3x
-// to 2.5x PyTorch's time on a ViT's shapes, most of all for the gradients (bench/matmul.py). That library runs
-// single-threaded here (its threadpool runtime gets no pool), so each product is split into spans of its
-// output, one per thread; every output element is computed by one thread, in the same order whatever the
-// number of threads.
+// to 2.5x PyTorch's time on a ViT's shapes, most of all for the gradients (bench/matmul.py). The output and the
+// input's gradient run oneDNN's threaded sgemm on our threads (onednn::SpawnedThreads), which splits the work its
+// own way. The weight's and the bias's gradients, sums over the rows, are instead split into spans of their
+// output, one per thread, so that every element is computed by one thread in the same order whatever the number
+// of threads: the gradients are the same on any number of cores.
 //
 // Inputs: x (M, K), weight (N, K) and bias (N) as nn.Dense's; LinearForward gives y (M, N), LinearBackward takes
 // dy (M, N), x and weight and gives dx (M, K) and dweight (N, K); the LinearBias kernels also add the bias and give
@@ -20,10 +21,28 @@ namespace {
 constexpr int64_t kSpanAlign = 16;  // output rows / columns per unit of work: one AVX-512 vector of floats
 
 // Row-major C (m x n) = op(A) op(B) (+ bias (n) on every row, when given), op(X) = X or X^T as trans is 'N' or
-// 'T': the larger of C's dimensions is split into spans, one sgemm per thread, which adds the bias to its span
-// while it is in cache.
-void ParallelSgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, const float *a, const float *b,
+// 'T', by oneDNN's sgemm threaded over our threads (faster on a ViT's layers than SpanSgemm's one single-threaded
+// sgemm per span: bench/matmul.py)
+void ThreadedSgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, const float *a, const float *b,
                    float *c, const float *bias = nullptr) {
+  static onednn::SpawnedThreads threads;
+  static thread_local const int concurrency = dnnl_threadpool_interop_set_max_concurrency(NumThreads());
+  (void)concurrency;  // (thread-local) the calling thread's work is split for our threads
+  const int64_t lda = trans_a == 'N' ? k : m, ldb = trans_b == 'N' ? n : k;
+  dnnl_threadpool_interop_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n, &threads);
+  if (bias == nullptr) return;
+  ParallelRanges(m, n, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) c[i * n + j] += bias[j];
+    }
+  });
+}
+
+// C = op(A) op(B) as ThreadedSgemm (no bias), the larger of C's dimensions split into spans, one single-threaded
+// sgemm per thread: each element of C from one thread, in an order that does not depend on the thread count
+void SpanSgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, const float *a, const float *b,
+               float *c) {
   const int64_t lda = trans_a == 'N' ? k : m, ldb = trans_b == 'N' ? n : k;
   const bool split_rows = m >= n;
   const int64_t units = ((split_rows ? m : n) + kSpanAlign - 1) / kSpanAlign;
@@ -32,7 +51,6 @@ void ParallelSgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, 
     const int64_t first = begin * kSpanAlign;
     const int64_t count = std::min(end * kSpanAlign, split_rows ? m : n) - first;
     if (count <= 0) return;
-    const int64_t rows = split_rows ? count : m, columns = split_rows ? n : count;
     float *c_span = split_rows ? c + first * n : c + first;
     if (split_rows) {
       const float *a_span = trans_a == 'N' ? a + first * lda : a + first;
@@ -41,24 +59,18 @@ void ParallelSgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, 
       const float *b_span = trans_b == 'N' ? b + first : b + first * ldb;
       dnnl_sgemm(trans_a, trans_b, m, count, k, 1.0f, a, lda, b_span, ldb, 0.0f, c_span, n);
     }
-    if (bias == nullptr) return;
-    const float *bias_span = split_rows ? bias : bias + first;
-    for (int64_t i = 0; i < rows; ++i) {
-#pragma omp simd
-      for (int64_t j = 0; j < columns; ++j) c_span[i * n + j] += bias_span[j];
-    }
   });
 }
 
 // dx (M, K) and dweight (N, K) of y = x weight^T from dy (M, N); with dbias, also dy summed over its rows (a
-// product with ones: each column from one thread, as the other gradients)
+// product with ones, split as dweight's)
 void LinearGradients(int64_t m, int64_t n, int64_t k, const float *dy, const float *x, const float *weight,
                      float *dx, float *dweight, float *dbias) {
-  ParallelSgemm('N', 'N', m, k, n, dy, weight, dx);
-  ParallelSgemm('T', 'N', n, k, m, dy, x, dweight);
+  ThreadedSgemm('N', 'N', m, k, n, dy, weight, dx);
+  SpanSgemm('T', 'N', n, k, m, dy, x, dweight);
   if (dbias == nullptr) return;
   const std::vector<float> ones(m, 1.0f);
-  ParallelSgemm('N', 'N', 1, n, m, ones.data(), dy, dbias);
+  SpanSgemm('N', 'N', 1, n, m, ones.data(), dy, dbias);
 }
 
 }  // namespace
@@ -67,14 +79,14 @@ extern "C" {
 
 // params: x (M, K), weight (N, K) | y (M, N)
 int LinearForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  ParallelSgemm('N', 'T', shapes[0][0], shapes[1][0], shapes[0][1], static_cast<const float *>(params[0]),
+  ThreadedSgemm('N', 'T', shapes[0][0], shapes[1][0], shapes[0][1], static_cast<const float *>(params[0]),
                 static_cast<const float *>(params[1]), static_cast<float *>(params[2]));
   return 0;
 }
 
 // params: x (M, K), weight (N, K), bias (N) | y (M, N)
 int LinearBiasForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  ParallelSgemm('N', 'T', shapes[0][0], shapes[1][0], shapes[0][1], static_cast<const float *>(params[0]),
+  ThreadedSgemm('N', 'T', shapes[0][0], shapes[1][0], shapes[0][1], static_cast<const float *>(params[0]),
                 static_cast<const float *>(params[1]), static_cast<float *>(params[3]),
                 static_cast<const float *>(params[2]));
   return 0;

@@ -1,12 +1,14 @@
 // The parts of oneDNN's (v3) C API that cpu_conv_kernels.cc and cpu_linear_kernels.cc use, declared here because
-// MindSpore ships its libdnnl.so.3 without headers. Handles are opaque; enum values are those of
-// oneapi/dnnl/dnnl_types.h.
+// MindSpore ships its libdnnl.so.3 without headers (handles are opaque; enum values are those of
+// oneapi/dnnl/dnnl_types.h), and the thread pool they give it.
 #ifndef SRC_OPS_CSRC_ONEDNN_H_
 #define SRC_OPS_CSRC_ONEDNN_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+
+#include "parallel.h"
 
 extern "C" {
 struct dnnl_engine;
@@ -64,6 +66,10 @@ int dnnl_primitive_execute(const dnnl_primitive *primitive, dnnl_stream *stream,
 // row-major C (m x n) = alpha op(A) op(B) + beta C, op(X) = X or X^T as trans is 'N' or 'T'
 int dnnl_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
                const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+// sgemm as dnnl_sgemm, its work split over the threads of `threadpool` (a dnnl::threadpool_interop::threadpool_iface)
+int dnnl_threadpool_interop_sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k, float alpha,
+                                  const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                  int64_t ldc, void *threadpool);
 // a stream whose primitives run on `threadpool` (a dnnl::threadpool_interop::threadpool_iface)
 int dnnl_threadpool_interop_stream_create(dnnl_stream **stream, dnnl_engine *engine, void *threadpool);
 // the concurrency oneDNN assumes for primitives built on the calling thread (thread-local)
@@ -95,6 +101,29 @@ constexpr int kQueryDst = 133, kQueryDiffDst = 134, kQueryScratchpad = 136;
 // DNNL_ARG_*: execution arguments (a reorder reads SRC and writes DST)
 constexpr int kArgSrc = 1, kArgDst = 17, kArgWeights = 33, kArgScratchpad = 80;
 constexpr int kArgDiffSrc = 129, kArgDiffDst = 145, kArgDiffWeights = 161;
+
+// oneDNN's parallel loops on threads started per loop, as the other kernels' (parallel.h): MindSpore's oneDNN has
+// the threadpool runtime, single-threaded unless given a pool
+class SpawnedThreads final : public dnnl::threadpool_interop::threadpool_iface {
+ public:
+  int get_num_threads() const override { return NumThreads(); }
+  bool get_in_parallel() const override { return in_parallel_; }
+  void parallel_for(int n, const std::function<void(int, int)> &fn) override {
+    if (in_parallel_) {
+      for (int i = 0; i < n; ++i) fn(i, n);
+      return;
+    }
+    ParallelRanges(n, kMinElementsPerThread, [&](int64_t begin, int64_t end) {
+      in_parallel_ = true;
+      for (int64_t i = begin; i < end; ++i) fn(static_cast<int>(i), n);
+      in_parallel_ = false;
+    });
+  }
+  uint64_t get_flags() const override { return 0; }
+
+ private:
+  static inline thread_local bool in_parallel_ = false;
+};
 }  // namespace onednn
 
 #endif  // SRC_OPS_CSRC_ONEDNN_H_
