@@ -3,7 +3,7 @@
 // (16, 64, 32, 32) batch that PyTorch does in 3 ms. Here convolutions run oneDNN's convolution primitives (what
 // PyTorch runs), 1x1 ones on large inputs and a ViT's patch embedding im2col + sgemm, both from the oneDNN
 // library MindSpore itself ships and has loaded. That library has the threadpool runtime: a primitive runs over
-// the whole batch on the threads this file gives it (SpawnedThreads). Where oneDNN cannot build a primitive,
+// the whole batch on our threads (onednn::SpawnedThreads). Where oneDNN cannot build a primitive,
 // im2col + sgemm serves every kernel, each thread taking a span of the batch; the weight gradient is then summed
 // per span and over the spans in order. Results are the same from run to run on the same number of threads.
 //
