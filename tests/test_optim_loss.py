@@ -35,7 +35,7 @@ def test_adamw_matches_torch_adamw_with_groups_and_per_step_lr(fused, width, mod
     groups = param_groups(dense, weight_decay=0.1)
     no_decay = [group for group in groups if group.get("weight_decay") == 0.0]
     assert [p.name for p in no_decay[0]["params"]] == [dense.bias.name]  # no decay on the bias
-    optimizer = AdamW(groups, 0.05 if fixed_lr else ms.Tensor(lrs), beta1=0.9, beta2=0.999, eps=1e-8)
+    optimizer = AdamW(groups, float(lrs[0]) if fixed_lr else ms.Tensor(lrs), beta1=0.9, beta2=0.999, eps=1e-8)
     assert (optimizer.fused_update is not None) == fused
     t_weight, t_bias = torch.nn.Parameter(torch.tensor(weight)), torch.nn.Parameter(torch.tensor(bias))
     reference = torch.optim.AdamW([{"params": [t_weight], "weight_decay": 0.1},
