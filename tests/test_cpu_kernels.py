@@ -76,41 +76,61 @@ def check_normalization(norm, reference, x):
     assert_close(params["beta"], ref_beta, rtol=1e-4, atol=1e-4)
 
 
-def test_gelu_and_softmax_match_torch():
-    x = sample((3, 7, 130), scale=3.0)  # values far into both GELU tails, softmax rows not a SIMD multiple
+def test_gelu_matches_torch():
+    x = sample((3, 7, 130), scale=3.0)  # values far into both tails
     gelu = cpu_kernels.GELU()
     assert gelu.fused
     out, grad, _ = ours_with_gradients(gelu, x)
     ref_out, ref_grad, _ = torch_with_gradients(torch.nn.functional.gelu, x)
     assert_close(out, ref_out)
     assert_close(grad, ref_grad)
-    out, grad, _ = ours_with_gradients(cpu_kernels.Softmax(), x * 4)
-    ref_out, ref_grad, _ = torch_with_gradients(lambda t: torch.softmax(t, -1), x * 4)
-    assert_close(out, ref_out, atol=1e-6)
-    assert_close(grad, ref_grad, atol=1e-6)
 
 
-class BiasedSoftmaxOf(nn.Cell):
-    """x -> softmax(x + bias) with a trainable (heads, N, N) bias, as BEiT's relative position bias."""
+class AttentionOf(nn.Cell):
+    """qkv -> ScaledDotProductAttention(qkv), or with a trainable (heads, N, N) bias as BEiT's relative position
+    bias."""
 
-    def __init__(self, bias):
+    def __init__(self, num_heads, scale, bias=None):
         super().__init__()
-        self.bias = ms.Parameter(ms.Tensor(bias), name="bias")
-        self.softmax = cpu_kernels.BiasedSoftmax()
+        self.attention = cpu_kernels.ScaledDotProductAttention(num_heads, scale)
+        self.bias = None if bias is None else ms.Parameter(ms.Tensor(bias), name="bias")
 
-    def construct(self, x):
-        return self.softmax(x, self.bias)
+    def construct(self, qkv):
+        if self.bias is None:
+            return self.attention(qkv)
+        return self.attention(qkv, self.bias)
 
 
-def test_biased_softmax_matches_torch_with_the_bias_gradient_summed_over_the_batch():
-    x, bias = sample((3, 2, 5, 7)), sample((2, 5, 7), seed=1)
-    out, grad, params = ours_with_gradients(BiasedSoftmaxOf(bias), x)
-    reference_bias = torch.tensor(bias, requires_grad=True)
-    ref_out, ref_grad, (ref_bias,) = torch_with_gradients(lambda t: torch.softmax(t + reference_bias, -1), x,
-                                                          [reference_bias])
-    assert_close(out, ref_out, atol=1e-6)
-    assert_close(grad, ref_grad, atol=1e-6)
-    assert_close(params["bias"], ref_bias, atol=1e-6)
+def torch_attention(qkv, num_heads, scale, bias=None):
+    batch, tokens, width = qkv.shape
+    q, k, v = qkv.reshape(batch, tokens, 3, num_heads, width // (3 * num_heads)).permute(2, 0, 3, 1, 4)
+    logits = q @ k.transpose(-1, -2) * scale
+    if bias is not None:
+        logits = logits + bias
+    return (torch.softmax(logits, -1) @ v).transpose(1, 2).flatten(2)
+
+
+# a head size and token count not SIMD multiples; fewer (sample, head) pairs than threads; the fused kernels or
+# MindSpore's operators
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("shape, num_heads", [((3, 17, 3 * 4 * 10), 4), ((1, 2, 3 * 1 * 16), 1)])
+def test_attention_matches_torch_with_the_bias_gradient_summed_over_the_batch(shape, num_heads, with_bias, fused,
+                                                                             request):
+    if not fused:
+        switch_fused_kernels_off(request)
+    tokens = shape[1]
+    bias = sample((num_heads, tokens, tokens), seed=1) if with_bias else None
+    attention = AttentionOf(num_heads, 0.3, bias)
+    assert attention.attention.fused == fused
+    out, grad, params = ours_with_gradients(attention, sample(shape))
+    reference_bias = torch.tensor(bias, requires_grad=True) if with_bias else None
+    ref_out, ref_grad, ref_params = torch_with_gradients(
+        lambda t: torch_attention(t, num_heads, 0.3, reference_bias), sample(shape), [reference_bias] * with_bias)
+    assert_close(out, ref_out, atol=1e-5)
+    assert_close(grad, ref_grad, atol=1e-5)
+    if with_bias:
+        assert_close(params["bias"], ref_params[0], atol=1e-5)
 
 
 class ChannelScaleOf(nn.Cell):
@@ -163,62 +183,35 @@ def test_dense_matches_torch_with_parameter_gradients(shape, out_features, has_b
         assert_close(params["bias"], ref_params[1], rtol=1e-4, atol=1e-4)
 
 
-class SplitHeadsStacked(nn.Cell):
-    """qkv -> SplitHeads' q, k, v stacked in one tensor (B, 3, H, N, d), for a single output's gradients."""
-
-    def __init__(self, num_heads, scale):
-        super().__init__()
-        self.split_heads = cpu_kernels.SplitHeads(num_heads, scale)
-
-    def construct(self, qkv):
-        return ops.stack(self.split_heads(qkv), axis=1)
-
-
-def torch_split_heads(qkv, num_heads, scale):
-    batch, tokens, width = qkv.shape
-    q, k, v = qkv.reshape(batch, tokens, 3, num_heads, width // (3 * num_heads)).permute(2, 0, 3, 1, 4)
-    return torch.stack((q * scale, k, v), dim=1)
-
-
-# a head size not a SIMD multiple; one token row per thread's share or fewer; the fused kernels or MindSpore's
-@pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("shape, num_heads", [((3, 17, 3 * 4 * 10), 4), ((1, 2, 3 * 2 * 16), 2)])
-def test_attention_heads_split_and_merged_match_torch(shape, num_heads, fused, request):
-    if not fused:
-        switch_fused_kernels_off(request)
-    x = sample(shape)
-    split = SplitHeadsStacked(num_heads, 0.3)
-    assert split.split_heads.fused == fused
-    out, grad, _ = ours_with_gradients(split, x)
-    ref_out, ref_grad, _ = torch_with_gradients(lambda t: torch_split_heads(t, num_heads, 0.3), x)
-    assert_close(out, ref_out, atol=1e-6)
-    assert_close(grad, ref_grad, atol=1e-6)
-    batch, tokens, width = shape
-    heads = sample((batch, num_heads, tokens, width // 3 // num_heads), seed=1)
-    out, grad, _ = ours_with_gradients(cpu_kernels.MergeHeads(num_heads), heads)
-    ref_out, ref_grad, _ = torch_with_gradients(lambda t: t.transpose(1, 2).flatten(2), heads)
-    assert_close(out, ref_out, atol=0)
-    assert_close(grad, ref_grad, atol=1e-6)
-
-
 class TwoHeadCounts(nn.Cell):
-    """q of a 2-head split and k of a 4-head split, each merged back: x[..., :D] + x[..., D:2D]."""
+    """The attentions of qkv taken as 2 heads and as 4 heads, added."""
 
     def __init__(self):
         super().__init__()
-        self.split_two, self.split_four = SplitHeadsStacked(2, 1.0), SplitHeadsStacked(4, 1.0)
-        self.merge_two, self.merge_four = cpu_kernels.MergeHeads(2), cpu_kernels.MergeHeads(4)
+        self.two, self.four = AttentionOf(2, 0.5), AttentionOf(4, 0.5)
 
     def construct(self, qkv):
-        return self.merge_two(self.split_two(qkv)[:, 0]) + self.merge_four(self.split_four(qkv)[:, 1])
+        return self.two(qkv) + self.four(qkv)
 
 
 def test_attentions_of_different_head_counts_in_one_graph_keep_their_own_shapes():
     x = sample((2, 5, 3 * 16))
     out, grad, _ = ours_with_gradients(TwoHeadCounts(), x)
-    ref_out, ref_grad, _ = torch_with_gradients(lambda t: t[..., :16] + t[..., 16:32], x)
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: torch_attention(t, 2, 0.5) + torch_attention(t, 4, 0.5), x)
+    assert_close(out, ref_out, atol=1e-5)
+    assert_close(grad, ref_grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_patch_token_mean_matches_torch(fused, request):
+    if not fused:
+        switch_fused_kernels_off(request)
+    mean = cpu_kernels.PatchTokenMean()
+    assert mean.fused == fused
+    out, grad, _ = ours_with_gradients(mean, sample((3, 17, 40)))
+    ref_out, ref_grad, _ = torch_with_gradients(lambda t: t[:, 1:].mean(1), sample((3, 17, 40)))
     assert_close(out, ref_out, atol=1e-6)
-    assert_close(grad, ref_grad, atol=1e-6)
+    assert_close(grad, ref_grad, atol=1e-7)
 
 
 class TorchGroupNormRelu(torch.nn.GroupNorm):
@@ -352,21 +345,20 @@ def test_a_convolution_writing_tokens_matches_torch(kernel, stride, padding):
 
 
 def test_disabled_kernels_fall_back_to_mindspore_with_the_same_results(request):
-    x, bias = sample((2, 32, 6, 6)), sample((32, 6, 6), seed=1)
+    x = sample((2, 32, 6, 6))
 
     def cells():
         return [cpu_kernels.GroupNorm(8, 32), Conv2d(32, 8, 3, pad_mode="pad", padding=1), cpu_kernels.GELU(),
-                BiasedSoftmaxOf(bias), Conv2d(32, 8, 2, stride=2, pad_mode="valid", tokens=True),
-                cpu_kernels.GroupNorm(8, 32, relu=True), cpu_kernels.Dense(6, 10), ChannelScaleOf(sample((6,)))]
+                Conv2d(32, 8, 2, stride=2, pad_mode="valid", tokens=True), cpu_kernels.GroupNorm(8, 32, relu=True),
+                cpu_kernels.Dense(6, 10), ChannelScaleOf(sample((6,)))]
     fused = cells()
     switch_fused_kernels_off(request)
     native = cells()
     assert not native[0].fused and native[1].fused_conv is None and native[1].as_matmul and not native[2].fused
-    assert not native[3].softmax.fused and native[4].fused_conv is None and not native[6].fused
-    assert not native[7].scale.fused
-    for index in (1, 4, 6):
+    assert native[3].fused_conv is None and not native[5].fused and not native[6].scale.fused
+    for index in (1, 3, 5):
         native[index].weight.set_data(fused[index].weight.value())
-    native[6].bias.set_data(fused[6].bias.value())
+    native[5].bias.set_data(fused[5].bias.value())
     for mine, theirs in zip(fused, native):
         out, grad, params = ours_with_gradients(mine, x)
         ref_out, ref_grad, ref_params = ours_with_gradients(theirs, x)
@@ -402,8 +394,21 @@ from src.ops.conv import Conv2d
 ms.set_context(mode=ms.GRAPH_MODE)
 rng = np.random.default_rng(0)
 results = []
+
+
+class BiasedAttention(ms.nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.attention = cpu_kernels.ScaledDotProductAttention(4, 0.25)
+        self.bias = ms.Parameter(ms.Tensor(rng.standard_normal((4, 17, 17)).astype(np.float32)), name="bias")
+
+    def construct(self, qkv):
+        return self.attention(qkv, self.bias)
+
+
 cells = ((cpu_kernels.LayerNorm(96), (2, 300, 96)), (cpu_kernels.GroupNorm(4, 64), (6, 64, 12, 12)),
-         (cpu_kernels.Dense(96, 96), (2, 300, 96)), (Conv2d(8, 8, 3, pad_mode="pad", padding=1), (8, 8, 40, 40)))
+         (cpu_kernels.Dense(96, 96), (2, 300, 96)), (Conv2d(8, 8, 3, pad_mode="pad", padding=1), (8, 8, 40, 40)),
+         (BiasedAttention(), (6, 17, 96)))
 for cell, shape in cells:
     x = ms.Tensor(rng.standard_normal(shape).astype(np.float32))
     grads = ops.GradOperation(get_by_list=True)(cell, cell.trainable_params())(x)
@@ -413,9 +418,10 @@ np.savez(sys.argv[1], *results)
 
 
 def test_weight_gradients_do_not_depend_on_the_thread_count(tmp_path):
-    """Fixed row blocks make the LayerNorm / GroupNorm / bias gradients bit-identical on 1 or 2 cores, and each
-    element of the Dense weight's gradient comes from one thread; the convolution's weight gradient is summed
-    per thread, so it may differ in the last bits only."""
+    """Fixed row blocks make the LayerNorm / GroupNorm / bias gradients bit-identical on 1 or 2 cores, each
+    element of the Dense weight's gradient comes from one thread, and the attention's bias gradient is summed over
+    the batch in order; the convolution's weight gradient is summed per thread, so it may differ in the last bits
+    only."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 CPU cores")
     script = tmp_path / "weight_gradients.py"
@@ -435,6 +441,7 @@ def test_weight_gradients_do_not_depend_on_the_thread_count(tmp_path):
     # the convolution's weight (oneDNN's, summed over 12800 products in an order that depends on the span of
     # samples): equal to float32 rounding
     np.testing.assert_allclose(*grads[6], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(*grads[7], err_msg="the attention's bias")
 
 
 def test_pynative_mode_keeps_each_convolution_geometry_apart():

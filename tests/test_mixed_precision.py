@@ -49,7 +49,7 @@ def test_beit_q_v_biased_projection_runs_in_float16_under_o2():
                            num_classes=5)
     assert network.blocks[0].attn.use_qv_bias
     seen = {}
-    network.blocks[0].attn.split_heads.register_forward_hook(
+    network.blocks[0].attn.attention.register_forward_hook(
         lambda cell, inputs, output: seen.__setitem__("qkv", inputs[0].dtype))
     network = apply_amp(network, "O2", True)
     network(ms.Tensor(np.random.default_rng(0).random((2, 3, 16, 16), np.float32)))

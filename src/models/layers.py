@@ -17,13 +17,10 @@ from src.ops.conv import Conv2d
 from src.ops.cpu_kernels import (
     GELU,
     BiasAdd,
-    BiasedSoftmax,
     ChannelScale,
     Dense,
     LayerNorm,
-    MergeHeads,
-    Softmax,
-    SplitHeads,
+    ScaledDotProductAttention,
 )
 
 
@@ -199,12 +196,7 @@ class Attention(nn.Cell):
             self.relative_position_bias_table, self.relative_position_index = bias_table(window_size, num_heads)
             self.num_tokens = window_size[0] * window_size[1] + 1
         self.proj = dense(dim, dim)
-        self.split_heads = SplitHeads(num_heads, (dim // num_heads) ** -0.5)
-        self.merge_heads = MergeHeads(num_heads)
-        self.matmul_transpose_b = ops.BatchMatMul(transpose_b=True)
-        self.matmul = ops.BatchMatMul()
-        self.softmax = Softmax()
-        self.biased_softmax = BiasedSoftmax()
+        self.attention = ScaledDotProductAttention(num_heads, (dim // num_heads) ** -0.5)
 
     def position_bias(self, shared_bias):
         """The (heads, N, N) bias of the attention logits: this layer's, the shared one, both, or None."""
@@ -218,11 +210,7 @@ class Attention(nn.Cell):
             qkv = self.qkv.affine(x, ops.concat((self.q_bias, ops.zeros_like(self.q_bias), self.v_bias)))
         else:
             qkv = self.qkv(x)
-        q, k, v = self.split_heads(qkv)
-        attn = self.matmul_transpose_b(q, k)
-        bias = self.position_bias(shared_bias)
-        attn = self.softmax(attn) if bias is None else self.biased_softmax(attn, bias)
-        return self.proj(self.merge_heads(self.matmul(attn, v)))
+        return self.proj(self.attention(qkv, self.position_bias(shared_bias)))
 
 
 class Block(nn.Cell):

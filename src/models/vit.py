@@ -18,6 +18,7 @@ from src.models.layers import (
     layer_norm,
     rescale_residual_projections,
 )
+from src.ops.cpu_kernels import PatchTokenMean
 
 # config key -> VisionTransformer argument, for the ViT classifier families (BEiT, MAE's fine-tuning ViTs)
 VIT_CONFIG_KEYS = {"num_classes": "num_classes", "drop_path_rate": "drop_path_rate", "image_size": "img_size",
@@ -60,6 +61,7 @@ class VisionTransformer(nn.Cell):
             for i in range(depth)])
         self.use_mean_pooling = use_mean_pooling
         if use_mean_pooling:
+            self.patch_token_mean = PatchTokenMean()
             self.fc_norm = layer_norm(embed_dim)
         else:
             self.norm = layer_norm(embed_dim)
@@ -95,7 +97,7 @@ class VisionTransformer(nn.Cell):
     def forward_features(self, x):
         x = self.forward_tokens(x)
         if self.use_mean_pooling:
-            return self.fc_norm(x[:, 1:].mean(axis=1))
+            return self.fc_norm(self.patch_token_mean(x))
         return self.norm(x)[:, 0]
 
     def forward_patch_tokens(self, x):

@@ -1,19 +1,19 @@
-"""Fused CPU kernels as MindSpore Custom ops: exact GELU, softmax (also with an additive bias), bias addition,
-rows gathered by index, a per-row mean squared error, a max pool over zero padding, LayerNorm (also as plain
-standardisation), GroupNorm (also with ReLU), convolutions and linear layers, forward and backward; images cut
-into patches; squared sums, the EMA and AdamW updates for the train step.
+"""Fused CPU kernels as MindSpore Custom ops: exact GELU, multi-head attention (also with an additive bias),
+bias addition, the mean of a ViT's patch tokens, rows gathered by index, a per-row mean squared error, a max pool
+over zero padding, LayerNorm (also as plain standardisation), GroupNorm (also with ReLU), convolutions and linear
+layers, forward and backward; images cut into patches; squared sums, the EMA and AdamW updates for the train step.
 
 MindSpore 2.10's own CPU kernels for these are far slower than PyTorch's on the same tensors (2 cores:
 GELU forward 39 ms against 1.1 ms on (32, 197, 768); LayerNorm forward + backward 71 ms against 21 ms;
 GroupNorm(32, 256) on (16, 256, 32, 32) 60 ms against 4 ms; a bias's gradient 3-8 ms, softmax's backward
 ~10 ms on (32, 3, 197, 197); a 3x3 convolution ~1 s against 3 ms; a linear layer's gradients 1.3-2.5x
 PyTorch's time) and took most of a ViT's or BiT's CPU train step. `csrc/cpu_kernels.cc` does each in one or
-two passes, in parallel; `csrc/cpu_conv_kernels.cc` does convolutions (used by conv.py) and
-`csrc/cpu_linear_kernels.cc` linear layers with the oneDNN library MindSpore ships. They are compiled with the
-machine's g++ on first use and cached per source and machine (`$XDG_CACHE_HOME`, else ~/.cache). The cells
-below are the nn cells they replace, with the same parameters; they use MindSpore's kernels off the CPU,
-for inputs other than float32, where nothing can be compiled (a warning says why) or when switched off
-(`use_fused_cpu_kernels(False)`, or FUSED_CPU_KERNELS=0 in the environment at start).
+two passes, in parallel; `csrc/cpu_conv_kernels.cc` does convolutions (used by conv.py),
+`csrc/cpu_linear_kernels.cc` linear layers and `csrc/cpu_attention_kernels.cc` attention with the oneDNN library
+MindSpore ships. They are compiled with the machine's g++ on first use and cached per source and machine
+(`$XDG_CACHE_HOME`, else ~/.cache). The cells below are the nn cells they replace, with the same parameters; they
+use MindSpore's kernels off the CPU, for inputs other than float32, where nothing can be compiled (a warning says
+why) or when switched off (`use_fused_cpu_kernels(False)`, or FUSED_CPU_KERNELS=0 in the environment at start).
 """
 import functools
 import glob
@@ -38,7 +38,8 @@ COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-trapping-math", "-f
 # tuned for the machine it runs on, which is also the one it is compiled on; retried without where refused
 NATIVE_FLAGS = ["-march=native"]
 DISABLE_VARIABLE = "FUSED_CPU_KERNELS"
-ONEDNN_LIBRARIES = {"cpu_conv_kernels": "convolutions", "cpu_linear_kernels": "linear layers"}  # link oneDNN
+ONEDNN_LIBRARIES = {"cpu_conv_kernels": "convolutions", "cpu_linear_kernels": "linear layers",
+                    "cpu_attention_kernels": "attention"}  # link oneDNN
 # compiled without fusing a * b + c into one multiply-add: the image kernels repeat Pillow's arithmetic to the bit
 EXACT_ARITHMETIC_LIBRARIES = {"image_kernels"}
 _switch = {"enabled": os.environ.get(DISABLE_VARIABLE, "1") != "0", "portable": False}
@@ -218,10 +219,6 @@ def _input(x, out):
     return x
 
 
-def _output(x, out):
-    return out
-
-
 class _UnaryCell(nn.Cell):
     """fused_forward(x) on float32 inputs where the fused kernels serve, else self.native(x)."""
 
@@ -278,83 +275,64 @@ class GELU(_UnaryCell):
         return x * ops.select(x >= 0, 1 - tail, tail)
 
 
-class Softmax(_UnaryCell):
-    """Softmax over the last dimension."""
-
-    def __init__(self):
-        super().__init__("Softmax", _output)
-
-    def native(self, x):
-        return ops.softmax(x, axis=-1)
-
-
-class BiasedSoftmax(_BinaryCell):
-    """softmax(x + bias) over the last dimension, the bias repeated over x's leading dimensions (BEiT's
-    relative position bias, (heads, N, N), over the batch); on the CPU its gradient is summed in one pass."""
-
-    def __init__(self):
-        super().__init__("SoftmaxBias", _output)
-
-    def native(self, x, bias):
-        return ops.softmax(x + bias.astype(x.dtype), axis=-1)
-
-
-class SplitHeads(nn.Cell):
-    """qkv (B, N, 3 * H * d) -> (q * scale, k, v), each (B, H, N, d): an attention's inputs split into heads.
-    On the CPU one pass each way: MindSpore's CPU Transpose keeps, per transpose in the graph, index tables
-    twice the tensor's size (1.7 GiB of a ViT-B train step at batch 8)."""
+class ScaledDotProductAttention(nn.Cell):
+    """qkv (B, N, 3 * H * d) -> (B, N, H * d): softmax(q k^T * scale (+ bias)) v for each of the H heads of
+    [q | k | v], the heads' outputs side by side; `bias` (H, N, N) is added to every sample's logits (BEiT's
+    relative position bias). On the CPU one kernel each way (csrc/cpu_attention_kernels.cc); elsewhere heads are
+    split out, multiplied and merged back with MindSpore's operators."""
 
     def __init__(self, num_heads, scale):
         super().__init__()
         self.num_heads = num_heads
         self.scale = scale
-        self.fused = fused_kernels_enabled()
+        self.fused = fused_kernels_enabled("cpu_attention_kernels")
         if self.fused:
             self.scale_tensor = ms.Tensor([scale], ms.float32)
-            backward = _custom_op("SplitHeadsBackward", lambda dq, dk, dv, scale: (dq[0], dq[2], 3 * dq[1] * dq[3]),
-                                  lambda dq, dk, dv, scale: dq)
+            self.fused_forward, self.fused_biased_forward = self._fused_op(False), self._fused_op(True)
+        self.matmul_transpose_b = ops.BatchMatMul(transpose_b=True)
+        self.matmul = ops.BatchMatMul()
 
-            def bprop(qkv, scale, out, dout):
-                return backward(dout[0], dout[1], dout[2], scale), ops.zeros_like(scale)
+    def _fused_op(self, with_bias):
+        """The Custom op (qkv, scale[, bias]) -> (out, probabilities (B, H, N, N)), differentiated by its
+        backward kernel (dout, qkv, probabilities, scale[, bias]) -> (dqkv[, dbias])."""
+        num_heads = self.num_heads
+        name = "AttentionBias" if with_bias else "Attention"
 
-            def heads_shape(qkv, scale):
-                return ((qkv[0], num_heads, qkv[1], qkv[2] // (3 * num_heads)),) * 3
-            self.fused_forward = _custom_op("SplitHeadsForward", heads_shape, lambda qkv, scale: (qkv,) * 3, bprop)
-            # a graph shares one shape function and bprop among Custom ops of equal attributes: one per head count
-            self.fused_forward.add_prim_attr("num_heads", num_heads)
+        def grad_shapes(dout, qkv, probs, scale, *bias):  # (also their dtypes)
+            return (qkv, *bias) if bias else qkv
+        backward = _custom_op(f"{name}Backward", grad_shapes, grad_shapes, library="cpu_attention_kernels")
 
-    def construct(self, qkv):
+        def bprop(qkv, scale, out, dout):
+            return backward(dout[0], qkv, out[1], scale), ops.zeros_like(scale)
+
+        def bprop_with_bias(qkv, scale, bias, out, dout):
+            dqkv, dbias = backward(dout[0], qkv, out[1], scale, bias)
+            return dqkv, ops.zeros_like(scale), dbias
+
+        def out_shapes(qkv, scale, *bias):
+            batch, tokens, width = qkv
+            return (batch, tokens, width // 3), (batch, num_heads, tokens, tokens)
+        forward = _custom_op(f"{name}Forward", out_shapes, lambda qkv, scale, *bias: (qkv, qkv),
+                             bprop_with_bias if with_bias else bprop, library="cpu_attention_kernels")
+        # a graph shares one shape function and bprop among Custom ops of equal attributes: one per head count
+        for op in (forward, backward):
+            op.add_prim_attr("num_heads", num_heads)
+        return forward
+
+    def construct(self, qkv, bias=None):
         if self.fused and qkv.dtype == ms.float32:
-            return self.fused_forward(qkv, self.scale_tensor)
-        batch, tokens, _ = qkv.shape
+            if bias is None:
+                return self.fused_forward(qkv, self.scale_tensor)[0]
+            return self.fused_biased_forward(qkv, self.scale_tensor, bias.astype(ms.float32))[0]
+        batch, tokens, width = qkv.shape
         # one 4-d transpose and a split: a 5-d transpose and indexing measured ~3x slower on the CPU
         qkv = qkv.reshape(batch, tokens, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)
         q, k, v = ops.split(qkv, self.num_heads, axis=1)
-        return q * self.scale, k, v
-
-
-class MergeHeads(nn.Cell):
-    """x (B, H, N, d) -> (B, N, H * d): the heads' outputs side by side again (see SplitHeads)."""
-
-    def __init__(self, num_heads):
-        super().__init__()
-        self.fused = fused_kernels_enabled()
-        if self.fused:
-            backward = _custom_op("MergeHeadsBackward", lambda dy: (dy[0], num_heads, dy[1], dy[2] // num_heads),
-                                  lambda dy: dy)
-
-            def bprop(x, out, dout):
-                return (backward(dout),)
-            self.fused_forward = _custom_op("MergeHeadsForward", lambda x: (x[0], x[2], x[1] * x[3]), lambda x: x,
-                                            bprop)
-            for op in (backward, self.fused_forward):  # (see SplitHeads: their bprop too)
-                op.add_prim_attr("num_heads", num_heads)
-
-    def construct(self, x):
-        if self.fused and x.dtype == ms.float32:
-            return self.fused_forward(x)
-        batch, heads, tokens, dim = x.shape
-        return x.transpose(0, 2, 1, 3).reshape(batch, tokens, heads * dim)
+        logits = self.matmul_transpose_b(q * self.scale, k)
+        if bias is not None:
+            logits = logits + bias.astype(logits.dtype)
+        out = self.matmul(ops.softmax(logits, axis=-1), v)
+        return out.transpose(0, 2, 1, 3).reshape(batch, tokens, width // 3)
 
 
 class RowMeanSquaredError(nn.Cell):
@@ -378,6 +356,17 @@ class RowMeanSquaredError(nn.Cell):
         if self.fused and pred.dtype == ms.float32 and target.dtype == ms.float32:
             return self.fused_forward(pred, target)
         return ops.square(pred - target).mean(axis=-1)
+
+
+class PatchTokenMean(_UnaryCell):
+    """x (B, 1 + N, D) -> (B, D): the mean of the N tokens after the class token (a ViT's mean pooling); on the
+    CPU one pass each way, without the slice's copy (MindSpore's CPU ReduceMean over a middle axis is slow)."""
+
+    def __init__(self):
+        super().__init__("PatchTokenMean", _input, out_shape=lambda shape: (shape[0], shape[2]))
+
+    def native(self, x):
+        return x[:, 1:].mean(axis=1)
 
 
 class GatherRows(nn.Cell):
@@ -417,7 +406,7 @@ class Patchify(nn.Cell):
                 return (images[0], (images[2] // patch_size) * (images[3] // patch_size),
                         patch_size * patch_size * images[1])
             self.fused_forward = _custom_op("PatchifyForward", out_shape, lambda images: images)
-            self.fused_forward.add_prim_attr("patch_size", patch_size)  # (see SplitHeads)
+            self.fused_forward.add_prim_attr("patch_size", patch_size)  # a shape function each
 
     def construct(self, images):
         return ops.stop_gradient(self.patches(images))
@@ -452,7 +441,7 @@ class ZeroPaddedMaxPool(nn.Cell):
                 return ([x[0], x[1], *((x[axis] + 2 * padding - kernel_size) // stride + 1 for axis in (2, 3))],) * 2
             self.fused_forward = _custom_op("ZeroPaddedMaxPoolForward", out_shape,
                                             lambda x, geometry: (x, ms.int32), bprop)
-            self.fused_forward.add_prim_attr("geometry", [kernel_size, stride, padding])  # (see SplitHeads)
+            self.fused_forward.add_prim_attr("geometry", [kernel_size, stride, padding])  # a shape function each
 
     def construct(self, x):
         if self.fused and x.dtype == ms.float32:

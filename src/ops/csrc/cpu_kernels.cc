@@ -1,8 +1,7 @@
-// Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, softmax (with
-// an additive bias), bias addition, layer scale, an attention's split into heads and merge back, rows gathered
-// by index, a mean squared error per row, a max pool over zero-padded input, LayerNorm and GroupNorm (also with
-// ReLU), forward and backward, parallel over rows / groups / planes; images cut into patch rows; squared sums,
-// the EMA and AdamW updates for the train step.
+// Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, bias addition,
+// layer scale, the mean of a ViT's patch tokens, rows gathered by index, a mean squared error per row, a max pool
+// over zero-padded input, LayerNorm and GroupNorm (also with ReLU), forward and backward, parallel over rows /
+// groups / planes; images cut into patch rows; squared sums, the EMA and AdamW updates for the train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -12,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fast_exp.h"
 #include "parallel.h"
 
 namespace {
@@ -30,23 +30,6 @@ template <typename Body>
 void ForEachRow(int ndim, const int64_t *shape, Body body) {
   const int64_t dim = shape[ndim - 1];
   ParallelFor(NumElements(ndim, shape) / dim, dim, [&](int64_t row) { body(row, dim); });
-}
-
-// exp for the range GELU needs, branch-free so that loops over it vectorise: 2^n * p(r) with
-// x = n ln2 + r, |r| <= ln2 / 2, p a degree-6 Taylor polynomial (relative error < 2e-7 on that range).
-inline float FastExp(float x) {
-  x = x < -87.0f ? -87.0f : x;  // (std::fmax keeps loops from vectorising)
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer, and vectorises
-  const float n = (x * 1.44269504f + kRound) - kRound;
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;  // ln2 split in two for an exact n * ln2
-  float p = 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  return p * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
 }
 
 constexpr float kSqrtHalf = 0.70710678118654752f;
@@ -108,22 +91,6 @@ void ScatterAddRows(const float *rows, const int32_t *index, int64_t planes, int
   });
 }
 
-// softmax of one row of logits, in place
-void SoftmaxInPlace(float *row, int64_t dim) {
-  float max = row[0];
-#pragma omp simd reduction(max : max)
-  for (int64_t j = 0; j < dim; ++j) max = row[j] > max ? row[j] : max;
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < dim; ++j) {
-    row[j] = FastExp(row[j] - max);
-    sum += row[j];
-  }
-  const float inverse = 1.0f / sum;
-#pragma omp simd
-  for (int64_t j = 0; j < dim; ++j) row[j] *= inverse;
-}
-
 void GeluForwardSpan(const float *__restrict x, float *__restrict y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     float gauss;
@@ -137,30 +104,6 @@ void GeluBackwardSpan(const float *__restrict dy, const float *__restrict x, flo
     const float cdf = NormalCdf(x[i], &gauss);
     dx[i] = dy[i] * (cdf + x[i] * gauss * kInvSqrt2Pi);
   }
-}
-
-// An attention's two layouts of q, k, v: rows (B, N, P, H, d) in params[rows] against P tensors (B, H, N, d) in
-// params[heads ... heads + P - 1]. Copies one into the other (`to_heads` or back), the values of part 0 times
-// `scale` (q's 1 / sqrt(d), whose gradient takes the same factor); P = 1 for the heads' outputs merged back.
-void ExchangeHeads(bool to_heads, void **params, int64_t **shapes, int rows, int heads, int parts, float scale) {
-  const int64_t batch = shapes[heads][0], num_heads = shapes[heads][1], tokens = shapes[heads][2];
-  const int64_t dim = shapes[heads][3];
-  float *token_major = static_cast<float *>(params[rows]);
-  ParallelFor(batch * tokens, parts * num_heads * dim, [&](int64_t row) {
-    const int64_t b = row / tokens, n = row % tokens;
-    for (int p = 0; p < parts; ++p) {
-      const float factor = p == 0 ? scale : 1.0f;
-      float *head_major = static_cast<float *>(params[heads + p]);
-      for (int64_t h = 0; h < num_heads; ++h) {
-        float *token_part = token_major + ((row * parts + p) * num_heads + h) * dim;
-        float *head_part = head_major + ((b * num_heads + h) * tokens + n) * dim;
-        const float *from = to_heads ? token_part : head_part;
-        float *to = to_heads ? head_part : token_part;
-#pragma omp simd
-        for (int64_t j = 0; j < dim; ++j) to[j] = from[j] * factor;
-      }
-    }
-  });
 }
 
 }  // namespace
@@ -185,63 +128,6 @@ int GeluBackward(int, void **params, int *ndims, int64_t **shapes, const char **
   ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [=](int64_t begin, int64_t end) {
     GeluBackwardSpan(dy + begin, x + begin, dx + begin, end - begin);
   });
-  return 0;
-}
-
-// SoftmaxForward(x (..., D)) -> y, softmax over the last dimension
-int SoftmaxForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *x = static_cast<const float *>(params[0]);
-  float *y = static_cast<float *>(params[1]);
-  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
-    float *out = y + row * dim;
-    std::copy(x + row * dim, x + (row + 1) * dim, out);
-    SoftmaxInPlace(out, dim);
-  });
-  return 0;
-}
-
-// SoftmaxBackward(dy, y) -> dx = y * (dy - sum(dy * y)) over the last dimension
-int SoftmaxBackward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *dy = static_cast<const float *>(params[0]);
-  const float *y = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
-  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
-    const float *grad = dy + row * dim, *out = y + row * dim;
-    float *grad_in = dx + row * dim;
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t j = 0; j < dim; ++j) dot += grad[j] * out[j];
-#pragma omp simd
-    for (int64_t j = 0; j < dim; ++j) grad_in[j] = out[j] * (grad[j] - dot);
-  });
-  return 0;
-}
-
-// SoftmaxBiasForward(x (..., D), bias) -> y = softmax(x + bias) over the last dimension, bias (e.g. BEiT's
-// relative position bias, (heads, N, N)) matching x's trailing dimensions and repeated over its leading ones
-int SoftmaxBiasForward(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
-  const float *x = static_cast<const float *>(params[0]);
-  const float *bias = static_cast<const float *>(params[1]);
-  float *y = static_cast<float *>(params[2]);
-  const int64_t bias_size = NumElements(ndims[1], shapes[1]);
-  ForEachRow(ndims[0], shapes[0], [&](int64_t row, int64_t dim) {
-    const float *in = x + row * dim, *add = bias + row * dim % bias_size;
-    float *out = y + row * dim;
-#pragma omp simd
-    for (int64_t j = 0; j < dim; ++j) out[j] = in[j] + add[j];
-    SoftmaxInPlace(out, dim);
-  });
-  return 0;
-}
-
-// SoftmaxBiasBackward(dy, y, bias) -> dx (SoftmaxBackward's), dbias = dx summed over the repeats of bias
-int SoftmaxBiasBackward(int, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
-                        void *extra) {
-  void *softmax_params[] = {params[0], params[1], params[3]};
-  SoftmaxBackward(3, softmax_params, ndims, shapes, dtypes, stream, extra);
-  const float *dx = static_cast<const float *>(params[3]);
-  const int64_t bias_size = NumElements(ndims[2], shapes[2]);
-  SumBlocks(dx, NumElements(ndims[0], shapes[0]) / bias_size, bias_size, static_cast<float *>(params[4]));
   return 0;
 }
 
@@ -356,27 +242,41 @@ int ScaleBackward(int, void **params, int *ndims, int64_t **shapes, const char *
   return 0;
 }
 
-// SplitHeadsForward(qkv (B, N, 3 * H * d), scale (1)) -> q * scale, k, v, each (B, H, N, d)
-int SplitHeadsForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  ExchangeHeads(true, params, shapes, 0, 2, 3, *static_cast<const float *>(params[1]));
+// PatchTokenMeanForward(x (B, 1 + N, D)) -> y (B, D): the mean of each sample's tokens after the first (a ViT's
+// class token), added in token order
+int PatchTokenMeanForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  const int64_t tokens = shapes[0][1], dim = shapes[0][2];
+  const float inverse = 1.0f / static_cast<float>(tokens - 1);
+  ParallelFor(shapes[0][0], tokens * dim, [&](int64_t sample) {
+    float *mean = y + sample * dim;
+    std::fill_n(mean, dim, 0.0f);
+    for (int64_t token = 1; token < tokens; ++token) {
+      const float *row = x + (sample * tokens + token) * dim;
+#pragma omp simd
+      for (int64_t j = 0; j < dim; ++j) mean[j] += row[j];
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < dim; ++j) mean[j] *= inverse;
+  });
   return 0;
 }
 
-// SplitHeadsBackward(dq, dk, dv (B, H, N, d), scale (1)) -> dqkv (B, N, 3 * H * d)
-int SplitHeadsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  ExchangeHeads(false, params, shapes, 4, 0, 3, *static_cast<const float *>(params[3]));
-  return 0;
-}
-
-// MergeHeadsForward(x (B, H, N, d)) -> (B, N, H * d)
-int MergeHeadsForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  ExchangeHeads(false, params, shapes, 1, 0, 1, 1.0f);
-  return 0;
-}
-
-// MergeHeadsBackward(dy (B, N, H * d)) -> dx (B, H, N, d)
-int MergeHeadsBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  ExchangeHeads(true, params, shapes, 0, 1, 1, 1.0f);
+// PatchTokenMeanBackward(dy (B, D), x) -> dx (B, 1 + N, D): zero for the first token, dy / N for the others
+int PatchTokenMeanBackward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  const float *dy = static_cast<const float *>(params[0]);
+  float *dx = static_cast<float *>(params[2]);
+  const int64_t tokens = shapes[1][1], dim = shapes[1][2];
+  const float inverse = 1.0f / static_cast<float>(tokens - 1);
+  ParallelFor(shapes[1][0], tokens * dim, [&](int64_t sample) {
+    float *grad = dx + sample * tokens * dim;
+    std::fill_n(grad, dim, 0.0f);
+    for (int64_t token = 1; token < tokens; ++token) {
+#pragma omp simd
+      for (int64_t j = 0; j < dim; ++j) grad[token * dim + j] = dy[sample * dim + j] * inverse;
+    }
+  });
   return 0;
 }
 
