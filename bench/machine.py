@@ -2,7 +2,8 @@
 import os
 import platform
 
-VECTOR_EXTENSIONS = ("avx512f", "avx2", "avx", "sse4_2", "neon", "asimd", "sve")
+VECTOR_EXTENSIONS = ("amx_tile", "avx512_fp16", "avx512_bf16", "avx512_vnni", "avx512f", "avx2", "avx", "sse4_2",
+                     "neon", "asimd", "sve")
 
 
 def describe_machine():

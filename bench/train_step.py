@@ -14,8 +14,10 @@ With --recompute each side also runs with activation checkpointing (MindSpore's 
 block / unit; timm's set_grad_checkpointing), and the memory saved and the time added are printed for each.
 With --profile N each side also prints its N costliest operation types per step (MindSpore's profiler, the
 torch profiler's self CPU time), measured over --steps further steps: where one CPU loses against another.
-With --rounds N the sides run in turn N times (a busy host then slows both alike) and each side's median round
-is reported; CPU time the host took from this virtual machine during a side (its steal time) is printed.
+The sides' processes take turns step by step (one step of one side, then one of the other, the other idle
+meanwhile), so that a host whose speed drifts slows them alike. With --rounds N this is repeated with new
+processes N times and each side's median round is reported; CPU time the host took from this virtual machine
+during a side's steps (its steal time) is printed.
 """
 import argparse
 import json
@@ -23,6 +25,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 from machine import describe_machine, stolen_cpu_seconds
@@ -172,19 +175,38 @@ def run_torch(args, spec, size_kwargs):
 
 
 def time_steps(step, steps, sync, profile=None):
-    """The median time of `steps` steps after two warm-up steps; with `profile`, the steps run again under it."""
-    step()  # compile / warm up
-    step()
+    """The median time of `steps` steps after two warm-up steps (compilation), each step and the warm-up in a turn
+    the parent gives this side; with `profile`, the steps run again under it, in one more turn."""
+    with turn():
+        step()
+        step()
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
+        with turn():
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
     times.sort()
     if profile is not None:
-        PROFILE["ops"] = profile(step, steps)
+        with turn():
+            PROFILE["ops"] = profile(step, steps)
     return times[len(times) // 2]
+
+
+class turn:
+    """A side's turn: begins when the parent writes a line to the side's stdin, ends by telling it so."""
+
+    def __enter__(self):
+        if sys.stdin.readline() != f"{GO}\n":
+            sys.exit("the parent process ended the run")
+
+    def __exit__(self, *exc_info):
+        print(DONE, flush=True)
+
+
+GO, DONE = "@@go", "@@done"
+TURN_GAP_SECONDS = 0.02  # between turns: the threads of the side that just ran stop spinning before the next runs
 
 
 PROFILE = {}
@@ -209,7 +231,6 @@ def profile_mindspore(step, steps):
     """[(op, ms per step)] from MindSpore's profiler (its CPU op summary)."""
     import csv
     import glob
-    import tempfile
 
     from mindspore import Profiler
 
@@ -247,6 +268,45 @@ def run_side(args):
                       "ops": PROFILE.get("ops", [])[:args.profile]}))
 
 
+def run_in_turns(commands, turns):
+    """[(the side's result, CPU seconds stolen by the host during its turns)] of each side's command, the sides
+    taking their turns (turns[i] for side i) in order: the first their warm-up, so that compilations do not
+    overlap with anyone's timed steps."""
+    sides = []
+    try:
+        for command in commands:
+            errors = tempfile.TemporaryFile(mode="w+")
+            sides.append((subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                                           text=True, env=dict(os.environ, GLOG_v="3")), errors))
+        stolen = [0.0] * len(sides)
+        for round_index in range(max(turns)):
+            for index, (side, errors) in enumerate(sides):
+                if round_index >= turns[index]:
+                    continue
+                time.sleep(TURN_GAP_SECONDS)
+                stolen_before = stolen_cpu_seconds()
+                side.stdin.write(f"{GO}\n")
+                side.stdin.flush()
+                await_line(side, errors, DONE)
+                stolen[index] += stolen_cpu_seconds() - stolen_before
+        results = [json.loads(side.communicate()[0].strip().splitlines()[-1]) for side, _ in sides]
+        return list(zip(results, stolen))
+    finally:
+        for side, errors in sides:
+            side.kill()
+            errors.close()
+
+
+def await_line(side, errors, expected):
+    """Reads the side's output up to the line `expected`; exits with its error output if it ends first."""
+    for line in side.stdout:
+        if line.rstrip("\n") == expected:
+            return
+    side.wait()
+    errors.seek(0)
+    sys.exit(f"a side failed ({' '.join(side.args[-3:])}):\n{errors.read()[-3000:]}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=sorted(MODELS), default="beit_base_patch16_224")
@@ -281,14 +341,12 @@ def main():
     rounds = {run: [] for run in runs}
     stolen = {run: 0.0 for run in runs}
     for _ in range(args.rounds):
-        for side, variant in runs:
-            command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side, *flags[variant]]
-            stolen_before = stolen_cpu_seconds()
-            done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, GLOG_v="3"))
-            if done.returncode != 0:
-                sys.exit(f"the {side} side failed:\n{done.stderr[-3000:]}")
-            stolen[side, variant] += stolen_cpu_seconds() - stolen_before
-            rounds[side, variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        commands = [[sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side, *flags[variant]]
+                    for side, variant in runs]
+        turns = [1 + args.steps + (bool(args.profile) and variant == "") for _, variant in runs]  # (see profiler)
+        for run, (measured, stolen_seconds) in zip(runs, run_in_turns(commands, turns)):
+            rounds[run].append(measured)
+            stolen[run] += stolen_seconds
     results = {run: sorted(measured, key=lambda result: result["seconds"])[len(measured) // 2]
                for run, measured in rounds.items()}
     name = f"{args.arch}{' (tiny)' if args.tiny else ''}"
