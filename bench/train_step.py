@@ -205,7 +205,7 @@ class turn:
         print(DONE, flush=True)
 
 
-GO, DONE = "@@go", "@@done"
+GO, DONE, RESULT = "@@go", "@@done", "@@result"  # the lines that pass between parent and side
 TURN_GAP_SECONDS = 0.02  # between turns: the threads of the side that just ran stop spinning before the next runs
 
 
@@ -264,6 +264,7 @@ def run_side(args):
     size_kwargs = TINY[args.arch] if args.tiny else {}
     seconds = (run_mindspore if args.side == "mindspore" else run_torch)(args, spec, size_kwargs)
     framework = "mindspore" if args.side == "mindspore" else "torch"
+    print(RESULT)
     print(json.dumps({"seconds": seconds, "peak_mib": peak_memory_mib(args.device, framework),
                       "ops": PROFILE.get("ops", [])[:args.profile]}))
 
@@ -289,7 +290,10 @@ def run_in_turns(commands, turns):
                 side.stdin.flush()
                 await_line(side, errors, DONE)
                 stolen[index] += stolen_cpu_seconds() - stolen_before
-        results = [json.loads(side.communicate()[0].strip().splitlines()[-1]) for side, _ in sides]
+        results = []
+        for side, errors in sides:
+            await_line(side, errors, RESULT)
+            results.append(json.loads(side.stdout.readline()))
         return list(zip(results, stolen))
     finally:
         for side, errors in sides:
