@@ -3,7 +3,7 @@ built from timm's blocks for MAE pretraining), on the same machine, in one run.
 
     python bench/train_step.py --arch beit_base_patch16_224 --batch 8 [--image_size 224] [--steps 5]
         [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp] [--recompute] [--reference eager|compile]
-        [--profile N] [--rounds N]
+        [--profile N] [--rounds N] [--isa native|avx2]
 
 Each side runs in its own process, one after the other (so neither competes with the other and each
 reports its own peak memory): MindSpore in GRAPH_MODE with the full train-one-step cell (dynamic loss
@@ -18,6 +18,10 @@ The sides' processes take turns step by step (one step of one side, then one of 
 meanwhile), so that a host whose speed drifts slows them alike. With --rounds N this is repeated with new
 processes N times and each side's median round is reported; CPU time the host took from this virtual machine
 during a side's steps (its steal time) is printed.
+With --isa avx2 both sides are held to AVX2 on an AVX-512 machine (oneDNN's ONEDNN_MAX_CPU_ISA, in MindSpore and
+in PyTorch; MKL_ENABLE_INSTRUCTIONS and ATEN_CPU_CAPABILITY for PyTorch; the fused kernels compiled for haswell):
+the AVX2 code paths on this machine's cores and caches, not a measurement of an AVX2 machine. MindSpore's own CPU
+operators keep their AVX-512 code.
 """
 import argparse
 import json
@@ -269,16 +273,21 @@ def run_side(args):
                       "ops": PROFILE.get("ops", [])[:args.profile]}))
 
 
-def run_in_turns(commands, turns):
+# environment that holds both sides to one instruction set (--isa)
+ISA_ENVIRONMENTS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                                         "ATEN_CPU_CAPABILITY": "avx2", "FUSED_CPU_KERNELS_MARCH": "haswell"}}
+
+
+def run_in_turns(commands, turns, environment):
     """[(the side's result, CPU seconds stolen by the host during its turns)] of each side's command, the sides
     taking their turns (turns[i] for side i) in order: the first their warm-up, so that compilations do not
-    overlap with anyone's timed steps."""
+    overlap with anyone's timed steps; `environment` is added to theirs."""
     sides = []
     try:
         for command in commands:
             errors = tempfile.TemporaryFile(mode="w+")
             sides.append((subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                                           text=True, env=dict(os.environ, GLOG_v="3")), errors))
+                                           text=True, env=dict(os.environ, GLOG_v="3", **environment)), errors))
         stolen = [0.0] * len(sides)
         for round_index in range(max(turns)):
             for index, (side, errors) in enumerate(sides):
@@ -325,6 +334,8 @@ def main():
                         help="also run each side with activation checkpointing, and compare")
     parser.add_argument("--reference", choices=["eager", "compile"], default="eager",
                         help="compile: also PyTorch with torch.compile, reported beside eager (for information)")
+    parser.add_argument("--isa", choices=sorted(ISA_ENVIRONMENTS), default="native",
+                        help="avx2: both sides held to AVX2 (on an AVX-512 machine: its AVX2 code paths)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print each side's N costliest operation types per step")
     parser.add_argument("--rounds", type=int, default=1,
@@ -348,14 +359,15 @@ def main():
         commands = [[sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--side", side, *flags[variant]]
                     for side, variant in runs]
         turns = [1 + args.steps + (bool(args.profile) and variant == "") for _, variant in runs]  # (see profiler)
-        for run, (measured, stolen_seconds) in zip(runs, run_in_turns(commands, turns)):
+        for run, (measured, stolen_seconds) in zip(runs, run_in_turns(commands, turns, ISA_ENVIRONMENTS[args.isa])):
             rounds[run].append(measured)
             stolen[run] += stolen_seconds
     results = {run: sorted(measured, key=lambda result: result["seconds"])[len(measured) // 2]
                for run, measured in rounds.items()}
     name = f"{args.arch}{' (tiny)' if args.tiny else ''}"
     print(f"{name} {args.mode}, batch {args.batch}, {args.image_size}px, {args.device}"
-          f"{' AMP' if args.amp else ''}; {describe_machine()}")
+          f"{' AMP' if args.amp else ''}; {describe_machine()}"
+          + ("; both sides held to AVX2" if args.isa == "avx2" else ""))
     memory = "GPU memory" if args.device == "GPU" else "peak RSS"
     for side, variant in runs:
         label = f"{ {'mindspore': 'MindSpore', 'torch': 'PyTorch'}[side]} {variant}".strip()

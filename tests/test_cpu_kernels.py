@@ -444,6 +444,46 @@ def test_weight_gradients_do_not_depend_on_the_thread_count(tmp_path):
     np.testing.assert_array_equal(*grads[7], err_msg="the attention's bias")
 
 
+OTHER_TARGET_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import mindspore as ms
+import numpy as np
+import torch
+from src.ops import cpu_kernels
+x = np.random.default_rng(0).standard_normal((4, 197, 130)).astype(np.float32) * 3
+out = cpu_kernels.GELU()(ms.Tensor(x)).asnumpy()
+print(float(np.abs(out - torch.nn.functional.gelu(torch.from_numpy(x)).numpy()).max()))
+print(cpu_kernels.library_path("cpu_kernels"))
+"""
+
+
+def vector_registers(library):
+    """Which of the AVX (ymm) and AVX-512 (zmm) registers the library's code uses."""
+    code = subprocess.run(["objdump", "-d", library], check=True, capture_output=True, text=True).stdout
+    return {register for register in ("ymm", "zmm") if register in code}
+
+
+def test_kernels_compile_for_another_target(tmp_path):
+    """FUSED_CPU_KERNELS_MARCH=haswell (bench/train_step.py --isa avx2) builds the kernels' AVX2 code, without an
+    AVX-512 register in it, as a library of its own whose GELU still matches torch's."""
+    if subprocess.run(["which", "objdump"], capture_output=True).returncode != 0:
+        pytest.skip("needs objdump")
+    script = tmp_path / "other_target.py"
+    script.write_text(OTHER_TARGET_SCRIPT.format(root=ROOT))
+    environment = dict(os.environ, GLOG_v="3", XDG_CACHE_HOME=str(tmp_path), FUSED_CPU_KERNELS_MARCH="haswell")
+    done = subprocess.run([sys.executable, str(script)], check=True, capture_output=True, text=True, cwd=tmp_path,
+                          env=environment)
+    error, library = done.stdout.split()[-2:]
+    assert float(error) < 1e-5
+    native = cpu_kernels.library_path("cpu_kernels")
+    assert os.path.basename(library) != os.path.basename(native)  # another build, cached apart
+    assert vector_registers(library) == {"ymm"}
+    with open("/proc/cpuinfo") as cpuinfo:
+        if " avx512f" in cpuinfo.read():  # the native build of the same source does use them here
+            assert "zmm" in vector_registers(native)
+
+
 def test_pynative_mode_keeps_each_convolution_geometry_apart():
     """PyNative caches Custom ops by their attributes: each geometry must be its own op."""
     ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -35,8 +35,10 @@ CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
 # erf (GELU, softmax, AdamW) scalar, since vector code could raise a flag the scalar code skips.
 COMPILE_FLAGS = ["-O3", "-std=c++17", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared",
                  "-fPIC"]
-# tuned for the machine it runs on, which is also the one it is compiled on; retried without where refused
-NATIVE_FLAGS = ["-march=native"]
+# tuned for the machine it runs on, which is also the one it is compiled on; retried without where refused.
+# FUSED_CPU_KERNELS_MARCH names another target instead (e.g. haswell: the AVX2 code paths on an AVX-512 machine)
+MARCH_VARIABLE = "FUSED_CPU_KERNELS_MARCH"
+NATIVE_FLAGS = [f"-march={os.environ.get(MARCH_VARIABLE) or 'native'}"]
 DISABLE_VARIABLE = "FUSED_CPU_KERNELS"
 ONEDNN_LIBRARIES = {"cpu_conv_kernels": "convolutions", "cpu_linear_kernels": "linear layers",
                     "cpu_attention_kernels": "attention"}  # link oneDNN
