@@ -307,6 +307,7 @@ def run_in_turns(commands, turns, environment):
     finally:
         for side, errors in sides:
             side.kill()
+            side.wait()
             errors.close()
 
 
