@@ -5,8 +5,8 @@ built from timm's blocks for MAE pretraining), on the same machine, in one run.
         [--mode train|infer] [--tiny] [--device CPU|GPU] [--amp] [--recompute] [--reference eager|compile]
         [--profile N] [--rounds N] [--isa native|avx2]
 
-Each side runs in its own process, one after the other (so neither competes with the other and each
-reports its own peak memory): MindSpore in GRAPH_MODE with the full train-one-step cell (dynamic loss
+Each side runs in its own process (so that each reports its own peak memory), never at the same time as the
+other (see the turns below): MindSpore in GRAPH_MODE with the full train-one-step cell (dynamic loss
 scale, global-norm clip, EMA), PyTorch eager with the same optimizer, the same loss scaling, clip and EMA.
 Prints the median step time, images/s and peak memory of each, and the ratio of images/s (>1: faster here).
 With --reference compile PyTorch also runs compiled (torch.compile), reported beside eager for information.
@@ -24,6 +24,7 @@ the AVX2 code paths on this machine's cores and caches, not a measurement of an 
 operators keep their AVX-512 code.
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -198,15 +199,13 @@ def time_steps(step, steps, sync, profile=None):
     return times[len(times) // 2]
 
 
-class turn:
+@contextlib.contextmanager
+def turn():
     """A side's turn: begins when the parent writes a line to the side's stdin, ends by telling it so."""
-
-    def __enter__(self):
-        if sys.stdin.readline() != f"{GO}\n":
-            sys.exit("the parent process ended the run")
-
-    def __exit__(self, *exc_info):
-        print(DONE, flush=True)
+    if sys.stdin.readline() != f"{GO}\n":
+        sys.exit("the parent process ended the run")
+    yield
+    print(DONE, flush=True)
 
 
 GO, DONE, RESULT = "@@go", "@@done", "@@result"  # the lines that pass between parent and side
