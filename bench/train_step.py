@@ -78,7 +78,7 @@ def run_mindspore(args, spec, size_kwargs):
     from src.models import create_model
     from src.models.layers import recompute_units
     from src.models.mae.mae import MaePretrainLoss
-    from src.optim.optimizer import AdamW
+    from src.optim.optimizer import AdamW, Momentum
 
     ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device(args.device)
@@ -102,7 +102,7 @@ def run_mindspore(args, spec, size_kwargs):
     if spec["optimizer"] == "adamw":
         optimizer = AdamW(network.trainable_params(), learning_rate=1e-4, weight_decay=0.05)
     else:
-        optimizer = nn.Momentum(network.trainable_params(), learning_rate=0.01, momentum=0.9, weight_decay=1e-4)
+        optimizer = Momentum(network.trainable_params(), learning_rate=0.01, momentum=0.9, weight_decay=1e-4)
     scale = nn.DynamicLossScaleUpdateCell(loss_scale_value=1024.0, scale_factor=2, scale_window=1000)
     step = TrainOneStepCell(with_loss, optimizer, scale, clip_global_norm=1.0, ema_decay=0.9999)
     step.set_train()

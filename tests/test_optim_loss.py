@@ -10,21 +10,31 @@ from timm.data.mixup import mixup_target
 
 from src.data.augment.mixup import Mixup, mixup_targets
 from src.engine.criterion import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from src.optim.optimizer import AdamW, param_groups
+from src.optim.optimizer import AdamW, Momentum, param_groups
 from src.optim.schedulers import cosine_lr, exp_decay_lr
 
 ms.set_context(mode=ms.GRAPH_MODE)
 
 
-# the CPU's fused kernel (on a weight large enough to be split over threads; in PyNative mode with a fixed learning
-# rate, which is a Parameter there) and MindSpore's ops
+OPTIMIZERS_AND_REFERENCES = {
+    "adamw": (lambda groups, lr: AdamW(groups, lr, beta1=0.9, beta2=0.999, eps=1e-8),
+              lambda groups: torch.optim.AdamW(groups, lr=0.1, eps=1e-8)),
+    "momentum": (lambda groups, lr: Momentum(groups, lr, momentum=0.9),
+                 lambda groups: torch.optim.SGD(groups, lr=0.1, momentum=0.9)),
+}
+
+
+# the CPU's fused kernels (on a weight large enough to be split over threads; in PyNative mode with a fixed learning
+# rate, which is a Parameter there) and MindSpore's ops; the gradients come with the train step's scale factor
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS_AND_REFERENCES))
 @pytest.mark.parametrize("fused, width, mode", [(True, 3, ms.GRAPH_MODE), (True, 20000, ms.GRAPH_MODE),
                                                 (True, 3, ms.PYNATIVE_MODE), (False, 3, ms.GRAPH_MODE)])
-def test_adamw_matches_torch_adamw_with_groups_and_per_step_lr(fused, width, mode, request):
+def test_optimizer_matches_torch_with_groups_per_step_lr_and_gradient_scale(name, fused, width, mode, request):
     if not fused:
         switch_fused_kernels_off(request)
     ms.set_context(mode=mode)
     request.addfinalizer(lambda: ms.set_context(mode=ms.GRAPH_MODE))
+    create, create_reference = OPTIMIZERS_AND_REFERENCES[name]
     rng = np.random.default_rng(0)
     weight, bias = rng.standard_normal((4, width)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
     fixed_lr = mode == ms.PYNATIVE_MODE
@@ -35,20 +45,47 @@ def test_adamw_matches_torch_adamw_with_groups_and_per_step_lr(fused, width, mod
     groups = param_groups(dense, weight_decay=0.1)
     no_decay = [group for group in groups if group.get("weight_decay") == 0.0]
     assert [p.name for p in no_decay[0]["params"]] == [dense.bias.name]  # no decay on the bias
-    optimizer = AdamW(groups, float(lrs[0]) if fixed_lr else ms.Tensor(lrs), beta1=0.9, beta2=0.999, eps=1e-8)
+    optimizer = create(groups, float(lrs[0]) if fixed_lr else ms.Tensor(lrs))
     assert (optimizer.fused_update is not None) == fused
     t_weight, t_bias = torch.nn.Parameter(torch.tensor(weight)), torch.nn.Parameter(torch.tensor(bias))
-    reference = torch.optim.AdamW([{"params": [t_weight], "weight_decay": 0.1},
-                                   {"params": [t_bias], "weight_decay": 0.0}], lr=0.1, eps=1e-8)
-    for lr in lrs:
+    reference = create_reference([{"params": [t_weight], "weight_decay": 0.1},
+                                  {"params": [t_bias], "weight_decay": 0.0}])
+    for lr, grad_scale in zip(lrs, (0.5, 1.0, 0.25, 2.0, 1.0)):
         grad_w, grad_b = rng.standard_normal(weight.shape).astype(np.float32), rng.standard_normal(4).astype(np.float32)
-        optimizer((ms.Tensor(grad_w), ms.Tensor(grad_b)))
+        optimizer((ms.Tensor(grad_w), ms.Tensor(grad_b)), ms.Tensor(grad_scale, ms.float32))
         for group in reference.param_groups:
             group["lr"] = float(lr)
-        t_weight.grad, t_bias.grad = torch.tensor(grad_w), torch.tensor(grad_b)
+        t_weight.grad, t_bias.grad = torch.tensor(grad_w * grad_scale), torch.tensor(grad_b * grad_scale)
         reference.step()
     np.testing.assert_allclose(dense.weight.asnumpy(), t_weight.detach().numpy(), atol=1e-6)
     np.testing.assert_allclose(dense.bias.asnumpy(), t_bias.detach().numpy(), atol=1e-6)
+
+
+def test_momentum_continues_nn_momentum_from_its_state():
+    """Momentum keeps nn.Momentum's state names: a run with one resumed with the other ends where the other would."""
+    rng = np.random.default_rng(1)
+    grads = [(rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(2).astype(np.float32))
+             for _ in range(4)]
+
+    def step(optimizer, grad):
+        optimizer(tuple(ms.Tensor(g) for g in grad))
+
+    ms.set_seed(0)
+    stock_dense, dense = nn.Dense(3, 2), nn.Dense(3, 2)
+    ms.load_param_into_net(dense, stock_dense.parameters_dict())
+    stock = nn.Momentum(stock_dense.trainable_params(), 0.1, momentum=0.9, weight_decay=0.01)
+    ours = Momentum(dense.trainable_params(), 0.1, momentum=0.9, weight_decay=0.01)
+    assert sorted(p.name for p in ours.get_parameters()) == sorted(p.name for p in stock.get_parameters())
+    for grad in grads[:2]:
+        step(stock, grad)
+    state = {name: ms.Parameter(param.value().copy(), name=name)
+             for name, param in list(stock.parameters_dict().items()) + list(stock_dense.parameters_dict().items())}
+    assert not ms.load_param_into_net(ours, state)[0] and not ms.load_param_into_net(dense, state)[0]
+    for grad in grads[2:]:
+        step(stock, grad)
+        step(ours, grad)
+    np.testing.assert_allclose(dense.weight.asnumpy(), stock_dense.weight.asnumpy(), atol=1e-6)
+    np.testing.assert_allclose(ours.moments[0].asnumpy(), stock.moments[0].asnumpy(), atol=1e-6)
 
 
 def test_cosine_schedule_warmup_decay_and_cool_down():

@@ -5,17 +5,10 @@ from mindspore import nn, ops
 
 from src.engine.ema import EMA
 from src.ops.cpu_kernels import squared_sum_op
-
-_scale = ops.MultitypeFuncGraph("scale")
-
+from src.optim.optimizer import ScaledGradientsOptimizer, scale_gradients
 
 _accumulate = ops.MultitypeFuncGraph("accumulate")
 STOP_REQUESTED = "stop_requested"  # run state, not model state: never saved or loaded
-
-
-@_scale.register("Tensor", "Tensor")
-def _scale_tensor(factor, grad):
-    return grad * factor.astype(grad.dtype)
 
 
 @_accumulate.register("Tensor", "Tensor", "Tensor")
@@ -45,6 +38,7 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
         super().__init__(network, optimizer, scale_sense)
         self.use_clip = clip_global_norm is not None
         self.clip_global_norm = float(clip_global_norm) if self.use_clip else 1.0
+        self.optimizer_scales = isinstance(optimizer, ScaledGradientsOptimizer)  # the unscale and clip, fused
         self.use_ema = ema_decay is not None
         if self.use_ema:
             self.ema = EMA(self.weights, ema_decay)
@@ -89,8 +83,10 @@ class TrainOneStepCell(nn.TrainOneStepWithLossScaleCell):
             if self.use_clip:
                 global_norm = scaled_norm * factor
                 factor = factor * self.clip_global_norm / ops.maximum(global_norm, self.clip_global_norm)
-            grads = self.hyper_map(ops.partial(_scale, factor), grads)
-            loss = ops.depend(loss, self.optimizer(grads))
+            if self.optimizer_scales:
+                loss = ops.depend(loss, self.optimizer(grads, factor))
+            else:
+                loss = ops.depend(loss, self.optimizer(scale_gradients(self.hyper_map, factor, grads)))
             if self.use_ema:
                 loss = ops.depend(loss, self.ema())
         return loss, overflow, self.scale_sense, stop

@@ -1,10 +1,10 @@
-"""Optimizers: SGD with momentum, RMSProp and AdamW (torch.optim.AdamW semantics)."""
+"""Optimizers: SGD with momentum (torch.optim.SGD semantics), RMSProp, AdamW (torch.optim.AdamW semantics) and LARS."""
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
 from src.errors import UserInputError
-from src.ops.cpu_kernels import adamw_update_op
+from src.ops.cpu_kernels import adamw_update_op, momentum_update_op
 
 OPTIMIZERS = ("momentum", "sgd", "rmsprop", "adamw", "lars")
 
@@ -12,6 +12,25 @@ def as_groups(params):
     """Parameters as a list of groups: per-parameter weight decays keep construct to one code path."""
     params = list(params)
     return params if isinstance(params[0], dict) else [{"params": params}]
+
+
+_scale = ops.MultitypeFuncGraph("scale")
+
+
+@_scale.register("Tensor", "Tensor")
+def _scale_tensor(factor, grad):
+    return grad * factor.astype(grad.dtype)
+
+
+def scale_gradients(hyper_map, factor, gradients):
+    """Each gradient times `factor` (a scalar tensor)."""
+    return hyper_map(ops.partial(_scale, factor), gradients)
+
+
+class ScaledGradientsOptimizer(nn.Optimizer):
+    """An optimizer called with the gradients and the factor they are to be multiplied by first (the train step's
+    unscale and clip), as `optimizer(gradients, grad_scale)`: its fused updates read each gradient once instead of
+    after a pass that scales it."""
 
 
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
@@ -38,17 +57,17 @@ _fused_adamw_update = ops.MultitypeFuncGraph("fused_adamw_update")
 
 @_fused_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
 def _fused_adamw_update_tensor(update, constants, lr, weight_decay, param, exp_avg, exp_avg_sq, grad):
-    """_adamw_update_tensor in one pass over a float32 parameter (the CPU's fused kernel); `constants` are
-    (beta1, beta2, eps, bias_correction1, bias_correction2)."""
+    """_adamw_update_tensor of grad * grad_scale in one pass over a float32 parameter (the CPU's fused kernel);
+    `constants` are (beta1, beta2, eps, bias_correction1, bias_correction2, grad_scale)."""
     if param.dtype != ms.float32 or grad.dtype != ms.float32:
         return _adamw_update_tensor(constants[0], constants[1], constants[2], constants[3], constants[4], lr,
-                                    weight_decay, param, exp_avg, exp_avg_sq, grad)
+                                    weight_decay, param, exp_avg, exp_avg_sq, grad * constants[5].astype(grad.dtype))
     # lr * 1.0: in PyNative mode a fixed learning rate is the Parameter itself, which Stack refuses
     hyper = ops.concat([ops.stack([1.0 - lr * weight_decay, lr * 1.0]).astype(ms.float32), constants])
     return update(param, exp_avg, exp_avg_sq, grad, hyper)
 
 
-class AdamW(nn.Optimizer):
+class AdamW(ScaledGradientsOptimizer):
     """AdamW as torch.optim.AdamW: bias-corrected moments and decoupled weight decay.
 
     `nn.AdamWeightDecay` has no bias correction, which changes the first steps of fine-tuning.
@@ -65,8 +84,9 @@ class AdamW(nn.Optimizer):
         self.beta1_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta1_power")
         self.beta2_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta2_power")
         self.fused_update = adamw_update_op()  # on the CPU: one pass per parameter instead of about ten ops
+        self.one = ms.Tensor(1.0, ms.float32)
 
-    def construct(self, gradients):
+    def construct(self, gradients, grad_scale=None):
         lr = self.get_lr()
         weight_decay = self.get_weight_decay()
         self.assignadd(self.global_step, self.global_step_increase_tensor)
@@ -77,13 +97,72 @@ class AdamW(nn.Optimizer):
         bias_correction1 = 1.0 - beta1_power
         bias_correction2 = 1.0 - beta2_power
         if self.fused_update is None:
+            if grad_scale is not None:
+                gradients = scale_gradients(self.hyper_map, grad_scale, gradients)
             update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2)
         else:  # a partial of more than ~12 arguments fails at run time in MindSpore 2.10: constants as one tensor
-            constants = ops.stack([self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2])
+            grad_scale = self.one if grad_scale is None else grad_scale.astype(ms.float32)
+            constants = ops.stack([self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2, grad_scale])
             update = ops.partial(_fused_adamw_update, self.fused_update, constants)
         if not self.is_group_lr:
             lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
         return self.hyper_map(update, lr, weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
+
+
+_momentum_update = ops.MultitypeFuncGraph("momentum_update")
+
+
+@_momentum_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _momentum_update_tensor(apply_momentum, momentum, grad_scale, lr, weight_decay, param, moment, grad):
+    """One step of SGD with momentum for one parameter from grad * grad_scale + weight_decay * param."""
+    grad = grad * grad_scale.astype(grad.dtype) + weight_decay.astype(grad.dtype) * param.astype(grad.dtype)
+    return apply_momentum(param, moment, lr, grad, momentum)
+
+
+_fused_momentum_update = ops.MultitypeFuncGraph("fused_momentum_update")
+
+
+@_fused_momentum_update.register("Function", "Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                                 "Tensor")
+def _fused_momentum_update_tensor(update, apply_momentum, momentum, grad_scale, lr, weight_decay, param, moment,
+                                  grad):
+    """_momentum_update_tensor in one pass over a float32 parameter (the CPU's fused kernel)."""
+    if param.dtype != ms.float32 or grad.dtype != ms.float32:
+        return _momentum_update_tensor(apply_momentum, momentum, grad_scale, lr, weight_decay, param, moment, grad)
+    # lr * 1.0: in PyNative mode a fixed learning rate is the Parameter itself, which Stack refuses
+    return update(param, moment, grad, ops.stack([lr * 1.0, momentum, weight_decay, grad_scale]).astype(ms.float32))
+
+
+class Momentum(ScaledGradientsOptimizer):
+    """SGD with momentum as torch.optim.SGD (no dampening, not Nesterov) and nn.Momentum: with
+    g = grad + weight_decay * param, moment = momentum * moment + g and param -= lr * moment.
+
+    Its state has nn.Momentum's names (`moments.<parameter>`, `momentum`), so checkpoints of either resume with the
+    other. On the CPU each parameter's update is one fused pass that also applies the train step's gradient scale
+    (nn.Momentum: a pass for the weight decay, one for the update, and the scaling before them).
+    """
+
+    def __init__(self, params, learning_rate, momentum=0.9, weight_decay=0.0):
+        super().__init__(learning_rate, as_groups(params), weight_decay)
+        self.momentum = ms.Parameter(ms.Tensor(momentum, ms.float32), name="momentum")
+        self.moments = self._parameters.clone(prefix="moments", init="zeros")
+        self.apply_momentum = ops.ApplyMomentum()
+        self.fused_update = momentum_update_op()
+        self.one = ms.Tensor(1.0, ms.float32)
+
+    def construct(self, gradients, grad_scale=None):
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        grad_scale = self.one if grad_scale is None else grad_scale.astype(ms.float32)
+        momentum = self.momentum * 1.0
+        if self.fused_update is None:
+            update = ops.partial(_momentum_update, self.apply_momentum, momentum, grad_scale)
+        else:
+            update = ops.partial(_fused_momentum_update, self.fused_update, self.apply_momentum, momentum, grad_scale)
+        if not self.is_group_lr:
+            lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
+        return self.hyper_map(update, lr, weight_decay, self._parameters, self.moments, gradients)
 
 
 _lars_update = ops.MultitypeFuncGraph("lars_update")
@@ -174,7 +253,7 @@ def create_optimizer(args, network, learning_rate):
     learning_rate = ms.Tensor(learning_rate, ms.float32)
     name = args.optimizer.lower()
     if name in ("momentum", "sgd"):
-        return nn.Momentum(groups, learning_rate, momentum=args.momentum)
+        return Momentum(groups, learning_rate, momentum=args.momentum)
     if name == "rmsprop":
         return nn.RMSProp(groups, learning_rate, decay=args.decay, momentum=args.momentum, epsilon=args.eps)
     if name == "lars":

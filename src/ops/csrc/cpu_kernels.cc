@@ -1,7 +1,8 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, bias addition,
 // layer scale, the mean of a ViT's patch tokens, rows gathered by index, a mean squared error per row, a max pool
 // over zero-padded input, LayerNorm and GroupNorm (also with ReLU), forward and backward, parallel over rows /
-// groups / planes; images cut into patch rows; squared sums, the EMA and AdamW updates for the train step.
+// groups / planes; images cut into patch rows; squared sums, the EMA, AdamW and momentum-SGD updates for the train
+// step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -166,8 +167,9 @@ int EmaUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, v
 }
 
 // AdamWUpdate(param, exp_avg, exp_avg_sq, grad, hyper (1 - lr * weight_decay, lr, beta1, beta2, eps,
-// bias_correction1, bias_correction2)) -> dummy: one torch-style AdamW step of param, exp_avg and exp_avg_sq, in
-// place and in one pass (MindSpore's CPU ops take about ten, each over the whole parameter)
+// bias_correction1, bias_correction2, grad_scale)) -> dummy: one torch-style AdamW step of param, exp_avg and
+// exp_avg_sq from grad * grad_scale, in place and in one pass (MindSpore's CPU ops take about ten, each over the
+// whole parameter)
 int AdamWUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
   float *param = static_cast<float *>(params[0]);
   float *exp_avg = static_cast<float *>(params[1]);
@@ -175,18 +177,40 @@ int AdamWUpdate(int, void **params, int *ndims, int64_t **shapes, const char **,
   const float *grad = static_cast<const float *>(params[3]);
   const float *hyper = static_cast<const float *>(params[4]);
   const float decay = hyper[0], step_size = hyper[1] / hyper[5], beta1 = hyper[2], beta2 = hyper[3], eps = hyper[4];
-  const float sqrt_bias_correction2 = std::sqrt(hyper[6]);
+  const float sqrt_bias_correction2 = std::sqrt(hyper[6]), grad_scale = hyper[7];
   ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [&](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
-      const float m = beta1 * exp_avg[i] + (1.0f - beta1) * grad[i];
-      const float v = beta2 * exp_avg_sq[i] + (1.0f - beta2) * grad[i] * grad[i];
+      const float g = grad[i] * grad_scale;
+      const float m = beta1 * exp_avg[i] + (1.0f - beta1) * g;
+      const float v = beta2 * exp_avg_sq[i] + (1.0f - beta2) * g * g;
       exp_avg[i] = m;
       exp_avg_sq[i] = v;
       param[i] = param[i] * decay - step_size * m / (std::sqrt(v) / sqrt_bias_correction2 + eps);
     }
   });
   *static_cast<float *>(params[5]) = 0.0f;
+  return 0;
+}
+
+// MomentumUpdate(param, moment, grad, hyper (lr, momentum, weight_decay, grad_scale)) -> dummy: one step of SGD
+// with momentum (torch.optim.SGD's, as MindSpore's ApplyMomentum) from g = grad * grad_scale + weight_decay * param:
+// moment = momentum * moment + g, param -= lr * moment, in place and in one pass (MindSpore's CPU ops: three)
+int MomentumUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  float *param = static_cast<float *>(params[0]);
+  float *moment = static_cast<float *>(params[1]);
+  const float *grad = static_cast<const float *>(params[2]);
+  const float *hyper = static_cast<const float *>(params[3]);
+  const float lr = hyper[0], momentum = hyper[1], weight_decay = hyper[2], grad_scale = hyper[3];
+  ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const float m = momentum * moment[i] + (grad[i] * grad_scale + weight_decay * param[i]);
+      moment[i] = m;
+      param[i] -= lr * m;
+    }
+  });
+  *static_cast<float *>(params[4]) = 0.0f;
   return 0;
 }
 
