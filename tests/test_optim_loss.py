@@ -166,23 +166,35 @@ def test_cutmix_pastes_the_flipped_batch_and_corrects_lambda():
         np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
 
 
-def test_rmsprop_from_config_follows_the_tensorflow_update():
+@pytest.mark.parametrize("fused, width", [(True, 2), (True, 20000), (False, 2)])
+def test_rmsprop_from_config_follows_the_tensorflow_update(fused, width, request):
     """BiT's seed trains with TF-style RMSProp: mean square starting at 1, eps inside the square root, lr in
-    the momentum buffer."""
+    the momentum buffer; weight decay added to the (scaled) gradient, not to the bias's; nn.RMSProp's state names."""
     from src.args import parse_args
     from src.optim.optimizer import create_optimizer
 
+    if not fused:
+        switch_fused_kernels_off(request)
     args = parse_args(["--optimizer", "rmsprop", "--decay", "0.9", "--momentum", "0.9", "--eps", "0.001",
-                       "--weight_decay", "0.0"])
-    dense = nn.Dense(2, 1)
-    start = dense.weight.asnumpy().copy()
+                       "--weight_decay", "0.01"])
+    dense = nn.Dense(width, 1)
+    start, bias = dense.weight.asnumpy().copy(), dense.bias.asnumpy().copy()
     lrs = np.array([0.1, 0.05, 0.02], np.float32)
     optimizer = create_optimizer(args, dense, lrs)
-    mean_square, moment, weight = np.ones_like(start), np.zeros_like(start), start.copy()
-    for lr, grad in zip(lrs, ([[1.0, -2.0]], [[0.5, 0.5]], [[-1.0, 3.0]])):
-        grad = np.array(grad, np.float32)
-        optimizer((ms.Tensor(grad), ms.Tensor(np.zeros(1, np.float32))))
-        mean_square = 0.9 * mean_square + 0.1 * grad ** 2
-        moment = 0.9 * moment + lr * grad / np.sqrt(mean_square + 0.001)
-        weight = weight - moment
-    np.testing.assert_allclose(dense.weight.asnumpy(), weight, rtol=1e-5)
+    assert (optimizer.fused_update is not None) == fused
+    stock = nn.RMSProp(dense.trainable_params(), 0.1)
+    assert sorted(p.name for p in optimizer.get_parameters()) == sorted(p.name for p in stock.get_parameters())
+    rng = np.random.default_rng(2)
+    state = {"weight": [start.copy(), np.ones_like(start), np.zeros_like(start)],
+             "bias": [bias.copy(), np.ones_like(bias), np.zeros_like(bias)]}
+    for lr, grad_scale in zip(lrs, (0.5, 1.0, 2.0)):
+        grads = {"weight": rng.standard_normal(start.shape).astype(np.float32), "bias": np.array([0.3], np.float32)}
+        optimizer((ms.Tensor(grads["weight"]), ms.Tensor(grads["bias"])), ms.Tensor(grad_scale, ms.float32))
+        for name, weight_decay in (("weight", 0.01), ("bias", 0.0)):
+            param, mean_square, moment = state[name]
+            grad = grads[name] * grad_scale + weight_decay * param
+            mean_square[:] = 0.9 * mean_square + 0.1 * grad ** 2
+            moment[:] = 0.9 * moment + lr * grad / np.sqrt(mean_square + 0.001)
+            param -= moment
+    np.testing.assert_allclose(dense.weight.asnumpy(), state["weight"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dense.bias.asnumpy(), state["bias"][0], rtol=1e-5, atol=1e-6)

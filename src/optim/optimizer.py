@@ -1,10 +1,11 @@
-"""Optimizers: SGD with momentum (torch.optim.SGD semantics), RMSProp, AdamW (torch.optim.AdamW semantics) and LARS."""
+"""Optimizers: SGD with momentum (torch.optim.SGD semantics), RMSProp (TensorFlow's), AdamW (torch.optim.AdamW
+semantics) and LARS."""
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
 from src.errors import UserInputError
-from src.ops.cpu_kernels import adamw_update_op, momentum_update_op
+from src.ops.cpu_kernels import adamw_update_op, momentum_update_op, rmsprop_update_op
 
 OPTIMIZERS = ("momentum", "sgd", "rmsprop", "adamw", "lars")
 
@@ -25,6 +26,11 @@ def _scale_tensor(factor, grad):
 def scale_gradients(hyper_map, factor, gradients):
     """Each gradient times `factor` (a scalar tensor)."""
     return hyper_map(ops.partial(_scale, factor), gradients)
+
+
+def all_float32(params):
+    """Whether the fused updates (float32 only) can serve these parameters (and their gradients, of the same type)."""
+    return all(param.dtype == ms.float32 for param in params)
 
 
 class ScaledGradientsOptimizer(nn.Optimizer):
@@ -57,11 +63,8 @@ _fused_adamw_update = ops.MultitypeFuncGraph("fused_adamw_update")
 
 @_fused_adamw_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
 def _fused_adamw_update_tensor(update, constants, lr, weight_decay, param, exp_avg, exp_avg_sq, grad):
-    """_adamw_update_tensor of grad * grad_scale in one pass over a float32 parameter (the CPU's fused kernel);
-    `constants` are (beta1, beta2, eps, bias_correction1, bias_correction2, grad_scale)."""
-    if param.dtype != ms.float32 or grad.dtype != ms.float32:
-        return _adamw_update_tensor(constants[0], constants[1], constants[2], constants[3], constants[4], lr,
-                                    weight_decay, param, exp_avg, exp_avg_sq, grad * constants[5].astype(grad.dtype))
+    """_adamw_update_tensor of grad * grad_scale in one pass (the CPU's fused kernel); `constants` are (beta1, beta2,
+    eps, bias_correction1, bias_correction2, grad_scale)."""
     # lr * 1.0: in PyNative mode a fixed learning rate is the Parameter itself, which Stack refuses
     hyper = ops.concat([ops.stack([1.0 - lr * weight_decay, lr * 1.0]).astype(ms.float32), constants])
     return update(param, exp_avg, exp_avg_sq, grad, hyper)
@@ -83,7 +86,8 @@ class AdamW(ScaledGradientsOptimizer):
         self.exp_avg_sq = self._parameters.clone(prefix="adam_v", init="zeros")
         self.beta1_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta1_power")
         self.beta2_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta2_power")
-        self.fused_update = adamw_update_op()  # on the CPU: one pass per parameter instead of about ten ops
+        # on the CPU: one pass per parameter instead of about ten ops
+        self.fused_update = adamw_update_op() if all_float32(self._parameters) else None
         self.one = ms.Tensor(1.0, ms.float32)
 
     def construct(self, gradients, grad_scale=None):
@@ -122,13 +126,9 @@ def _momentum_update_tensor(apply_momentum, momentum, grad_scale, lr, weight_dec
 _fused_momentum_update = ops.MultitypeFuncGraph("fused_momentum_update")
 
 
-@_fused_momentum_update.register("Function", "Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
-                                 "Tensor")
-def _fused_momentum_update_tensor(update, apply_momentum, momentum, grad_scale, lr, weight_decay, param, moment,
-                                  grad):
-    """_momentum_update_tensor in one pass over a float32 parameter (the CPU's fused kernel)."""
-    if param.dtype != ms.float32 or grad.dtype != ms.float32:
-        return _momentum_update_tensor(apply_momentum, momentum, grad_scale, lr, weight_decay, param, moment, grad)
+@_fused_momentum_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _fused_momentum_update_tensor(update, momentum, grad_scale, lr, weight_decay, param, moment, grad):
+    """_momentum_update_tensor in one pass (the CPU's fused kernel)."""
     # lr * 1.0: in PyNative mode a fixed learning rate is the Parameter itself, which Stack refuses
     return update(param, moment, grad, ops.stack([lr * 1.0, momentum, weight_decay, grad_scale]).astype(ms.float32))
 
@@ -138,8 +138,8 @@ class Momentum(ScaledGradientsOptimizer):
     g = grad + weight_decay * param, moment = momentum * moment + g and param -= lr * moment.
 
     Its state has nn.Momentum's names (`moments.<parameter>`, `momentum`), so checkpoints of either resume with the
-    other. On the CPU each parameter's update is one fused pass that also applies the train step's gradient scale
-    (nn.Momentum: a pass for the weight decay, one for the update, and the scaling before them).
+    other. On the CPU a float32 parameter's update is one fused pass that also applies the train step's gradient
+    scale (nn.Momentum: a pass for the weight decay, one for the update, and the scaling before them).
     """
 
     def __init__(self, params, learning_rate, momentum=0.9, weight_decay=0.0):
@@ -147,7 +147,7 @@ class Momentum(ScaledGradientsOptimizer):
         self.momentum = ms.Parameter(ms.Tensor(momentum, ms.float32), name="momentum")
         self.moments = self._parameters.clone(prefix="moments", init="zeros")
         self.apply_momentum = ops.ApplyMomentum()
-        self.fused_update = momentum_update_op()
+        self.fused_update = momentum_update_op() if all_float32(self._parameters) else None
         self.one = ms.Tensor(1.0, ms.float32)
 
     def construct(self, gradients, grad_scale=None):
@@ -159,10 +159,66 @@ class Momentum(ScaledGradientsOptimizer):
         if self.fused_update is None:
             update = ops.partial(_momentum_update, self.apply_momentum, momentum, grad_scale)
         else:
-            update = ops.partial(_fused_momentum_update, self.fused_update, self.apply_momentum, momentum, grad_scale)
+            update = ops.partial(_fused_momentum_update, self.fused_update, momentum, grad_scale)
         if not self.is_group_lr:
             lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
         return self.hyper_map(update, lr, weight_decay, self._parameters, self.moments, gradients)
+
+
+_rmsprop_update = ops.MultitypeFuncGraph("rmsprop_update")
+
+
+@_rmsprop_update.register("Function", "Number", "Number", "Number", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
+                          "Tensor", "Tensor")
+def _rmsprop_update_tensor(apply_rmsprop, decay, momentum, eps, grad_scale, lr, weight_decay, param, mean_square,
+                           moment, grad):
+    """One TensorFlow-style RMSProp step for one parameter from grad * grad_scale + weight_decay * param."""
+    grad = grad * grad_scale.astype(grad.dtype) + weight_decay.astype(grad.dtype) * param.astype(grad.dtype)
+    return apply_rmsprop(param, mean_square, moment, lr, grad, decay, momentum, eps)
+
+
+_fused_rmsprop_update = ops.MultitypeFuncGraph("fused_rmsprop_update")
+
+
+@_fused_rmsprop_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
+def _fused_rmsprop_update_tensor(update, constants, lr, weight_decay, param, mean_square, moment, grad):
+    """_rmsprop_update_tensor in one pass (the CPU's fused kernel); `constants` are (decay, momentum, eps,
+    grad_scale)."""
+    hyper = ops.concat([ops.stack([lr * 1.0, weight_decay]).astype(ms.float32), constants])
+    return update(param, mean_square, moment, grad, hyper)
+
+
+class RMSProp(ScaledGradientsOptimizer):
+    """RMSProp as nn.RMSProp (TensorFlow's, as in BiT's recipe): the mean square starts at one, eps is inside the
+    square root and the learning rate inside the momentum buffer; with g = grad + weight_decay * param,
+    mean_square = decay * mean_square + (1 - decay) g^2, moment = momentum * moment + lr g / sqrt(mean_square + eps),
+    param -= moment. Its state has nn.RMSProp's names (`mean_square.<parameter>`, `moment.<parameter>`). On the CPU
+    each float32 parameter's update is one fused pass that also applies the train step's gradient scale.
+    """
+
+    def __init__(self, params, learning_rate, decay=0.9, momentum=0.0, eps=1e-10, weight_decay=0.0):
+        super().__init__(learning_rate, as_groups(params), weight_decay)
+        self.decay, self.momentum, self.eps = float(decay), float(momentum), float(eps)
+        self.mean_square = self._parameters.clone(prefix="mean_square", init="ones")
+        self.moment = self._parameters.clone(prefix="moment", init="zeros")
+        self.apply_rmsprop = ops.ApplyRMSProp()
+        self.fused_update = rmsprop_update_op() if all_float32(self._parameters) else None
+        self.one = ms.Tensor(1.0, ms.float32)
+
+    def construct(self, gradients, grad_scale=None):
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        grad_scale = self.one if grad_scale is None else grad_scale.astype(ms.float32)
+        if self.fused_update is None:
+            update = ops.partial(_rmsprop_update, self.apply_rmsprop, self.decay, self.momentum, self.eps, grad_scale)
+        else:
+            constants = ops.stack([ms.Tensor(self.decay, ms.float32), ms.Tensor(self.momentum, ms.float32),
+                                   ms.Tensor(self.eps, ms.float32), grad_scale])
+            update = ops.partial(_fused_rmsprop_update, self.fused_update, constants)
+        if not self.is_group_lr:
+            lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
+        return self.hyper_map(update, lr, weight_decay, self._parameters, self.mean_square, self.moment, gradients)
 
 
 _lars_update = ops.MultitypeFuncGraph("lars_update")
@@ -255,7 +311,7 @@ def create_optimizer(args, network, learning_rate):
     if name in ("momentum", "sgd"):
         return Momentum(groups, learning_rate, momentum=args.momentum)
     if name == "rmsprop":
-        return nn.RMSProp(groups, learning_rate, decay=args.decay, momentum=args.momentum, epsilon=args.eps)
+        return RMSProp(groups, learning_rate, decay=args.decay, momentum=args.momentum, eps=args.eps)
     if name == "lars":
         return LARS(groups, learning_rate, momentum=args.momentum)
     if name == "adamw":

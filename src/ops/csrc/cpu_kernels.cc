@@ -1,8 +1,8 @@
 // Fused float32 CPU kernels for MindSpore's Custom "aot" ops (see cpu_kernels.py): exact GELU, bias addition,
 // layer scale, the mean of a ViT's patch tokens, rows gathered by index, a mean squared error per row, a max pool
 // over zero-padded input, LayerNorm and GroupNorm (also with ReLU), forward and backward, parallel over rows /
-// groups / planes; images cut into patch rows; squared sums, the EMA, AdamW and momentum-SGD updates for the train
-// step.
+// groups / planes; images cut into patch rows; squared sums, the EMA and the AdamW, momentum-SGD and RMSProp updates
+// for the train step.
 //
 // Every entry point has the signature MindSpore calls: its inputs then its outputs in `params`, with
 // `ndims[i]` / `shapes[i]` describing params[i]. Weight gradients are summed per fixed block of rows and
@@ -211,6 +211,33 @@ int MomentumUpdate(int, void **params, int *ndims, int64_t **shapes, const char 
     }
   });
   *static_cast<float *>(params[4]) = 0.0f;
+  return 0;
+}
+
+// RmsPropUpdate(param, mean_square, moment, grad, hyper (lr, weight_decay, decay, momentum, eps, grad_scale)) ->
+// dummy: one step of TensorFlow-style RMSProp (MindSpore's ApplyRMSProp) from g = grad * grad_scale + weight_decay *
+// param: mean_square = decay * mean_square + (1 - decay) g^2, moment = momentum * moment + lr g / sqrt(mean_square +
+// eps), param -= moment, in place and in one pass
+int RmsPropUpdate(int, void **params, int *ndims, int64_t **shapes, const char **, void *, void *) {
+  float *param = static_cast<float *>(params[0]);
+  float *mean_square = static_cast<float *>(params[1]);
+  float *moment = static_cast<float *>(params[2]);
+  const float *grad = static_cast<const float *>(params[3]);
+  const float *hyper = static_cast<const float *>(params[4]);
+  const float lr = hyper[0], weight_decay = hyper[1], decay = hyper[2], momentum = hyper[3], eps = hyper[4];
+  const float grad_scale = hyper[5];
+  ParallelRanges(NumElements(ndims[0], shapes[0]), 1, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const float g = grad[i] * grad_scale + weight_decay * param[i];
+      const float s = decay * mean_square[i] + (1.0f - decay) * g * g;
+      const float m = momentum * moment[i] + lr * g / std::sqrt(s + eps);
+      mean_square[i] = s;
+      moment[i] = m;
+      param[i] -= m;
+    }
+  });
+  *static_cast<float *>(params[5]) = 0.0f;
   return 0;
 }
 
