@@ -35,8 +35,23 @@ def all_float32(params):
 
 class ScaledGradientsOptimizer(nn.Optimizer):
     """An optimizer called with the gradients and the factor they are to be multiplied by first (the train step's
-    unscale and clip), as `optimizer(gradients, grad_scale)`: its fused updates read each gradient once instead of
-    after a pass that scales it."""
+    unscale and clip), as `optimizer(gradients, grad_scale)`: its fused update (`fused_update_op()`, a CPU kernel
+    that serves float32 parameters; None elsewhere) reads each gradient once instead of after a pass that scales it.
+    Learning rates and weight decays may differ per parameter group."""
+
+    def __init__(self, params, learning_rate, weight_decay, fused_update_op):
+        super().__init__(learning_rate, as_groups(params), weight_decay)
+        self.fused_update = fused_update_op() if all_float32(self._parameters) else None
+        self.one = ms.Tensor(1.0, ms.float32)
+
+    def step_rates(self, grad_scale):
+        """Counts this step; (its learning rate per parameter, weight decay per parameter, gradient scale)."""
+        lr = self.get_lr()
+        weight_decay = self.get_weight_decay()
+        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        if not self.is_group_lr:
+            lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
+        return lr, weight_decay, self.one if grad_scale is None else grad_scale.astype(ms.float32)
 
 
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")
@@ -73,12 +88,12 @@ def _fused_adamw_update_tensor(update, constants, lr, weight_decay, param, exp_a
 class AdamW(ScaledGradientsOptimizer):
     """AdamW as torch.optim.AdamW: bias-corrected moments and decoupled weight decay.
 
-    `nn.AdamWeightDecay` has no bias correction, which changes the first steps of fine-tuning.
-    Learning rates and weight decays may differ per parameter group (layer-wise lr decay).
+    `nn.AdamWeightDecay` has no bias correction, which changes the first steps of fine-tuning. On the CPU one fused
+    pass per parameter instead of about ten ops.
     """
 
     def __init__(self, params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        super().__init__(learning_rate, as_groups(params), weight_decay)
+        super().__init__(params, learning_rate, weight_decay, adamw_update_op)
         self.beta1 = ms.Tensor(beta1, ms.float32)
         self.beta2 = ms.Tensor(beta2, ms.float32)
         self.eps = ms.Tensor(eps, ms.float32)
@@ -86,14 +101,9 @@ class AdamW(ScaledGradientsOptimizer):
         self.exp_avg_sq = self._parameters.clone(prefix="adam_v", init="zeros")
         self.beta1_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta1_power")
         self.beta2_power = ms.Parameter(ms.Tensor(1.0, ms.float32), name="beta2_power")
-        # on the CPU: one pass per parameter instead of about ten ops
-        self.fused_update = adamw_update_op() if all_float32(self._parameters) else None
-        self.one = ms.Tensor(1.0, ms.float32)
 
     def construct(self, gradients, grad_scale=None):
-        lr = self.get_lr()
-        weight_decay = self.get_weight_decay()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
+        lr, weight_decay, grad_scale = self.step_rates(grad_scale)
         beta1_power = self.beta1_power * self.beta1
         beta2_power = self.beta2_power * self.beta2
         ops.assign(self.beta1_power, beta1_power)
@@ -101,15 +111,11 @@ class AdamW(ScaledGradientsOptimizer):
         bias_correction1 = 1.0 - beta1_power
         bias_correction2 = 1.0 - beta2_power
         if self.fused_update is None:
-            if grad_scale is not None:
-                gradients = scale_gradients(self.hyper_map, grad_scale, gradients)
+            gradients = scale_gradients(self.hyper_map, grad_scale, gradients)
             update = ops.partial(_adamw_update, self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2)
         else:  # a partial of more than ~12 arguments fails at run time in MindSpore 2.10: constants as one tensor
-            grad_scale = self.one if grad_scale is None else grad_scale.astype(ms.float32)
             constants = ops.stack([self.beta1, self.beta2, self.eps, bias_correction1, bias_correction2, grad_scale])
             update = ops.partial(_fused_adamw_update, self.fused_update, constants)
-        if not self.is_group_lr:
-            lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
         return self.hyper_map(update, lr, weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
 
 
@@ -143,25 +149,18 @@ class Momentum(ScaledGradientsOptimizer):
     """
 
     def __init__(self, params, learning_rate, momentum=0.9, weight_decay=0.0):
-        super().__init__(learning_rate, as_groups(params), weight_decay)
+        super().__init__(params, learning_rate, weight_decay, momentum_update_op)
         self.momentum = ms.Parameter(ms.Tensor(momentum, ms.float32), name="momentum")
         self.moments = self._parameters.clone(prefix="moments", init="zeros")
         self.apply_momentum = ops.ApplyMomentum()
-        self.fused_update = momentum_update_op() if all_float32(self._parameters) else None
-        self.one = ms.Tensor(1.0, ms.float32)
 
     def construct(self, gradients, grad_scale=None):
-        lr = self.get_lr()
-        weight_decay = self.get_weight_decay()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
-        grad_scale = self.one if grad_scale is None else grad_scale.astype(ms.float32)
+        lr, weight_decay, grad_scale = self.step_rates(grad_scale)
         momentum = self.momentum * 1.0
         if self.fused_update is None:
             update = ops.partial(_momentum_update, self.apply_momentum, momentum, grad_scale)
         else:
             update = ops.partial(_fused_momentum_update, self.fused_update, momentum, grad_scale)
-        if not self.is_group_lr:
-            lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
         return self.hyper_map(update, lr, weight_decay, self._parameters, self.moments, gradients)
 
 
@@ -197,27 +196,20 @@ class RMSProp(ScaledGradientsOptimizer):
     """
 
     def __init__(self, params, learning_rate, decay=0.9, momentum=0.0, eps=1e-10, weight_decay=0.0):
-        super().__init__(learning_rate, as_groups(params), weight_decay)
+        super().__init__(params, learning_rate, weight_decay, rmsprop_update_op)
         self.decay, self.momentum, self.eps = float(decay), float(momentum), float(eps)
+        self.constants = ms.Tensor([decay, momentum, eps], ms.float32)
         self.mean_square = self._parameters.clone(prefix="mean_square", init="ones")
         self.moment = self._parameters.clone(prefix="moment", init="zeros")
         self.apply_rmsprop = ops.ApplyRMSProp()
-        self.fused_update = rmsprop_update_op() if all_float32(self._parameters) else None
-        self.one = ms.Tensor(1.0, ms.float32)
 
     def construct(self, gradients, grad_scale=None):
-        lr = self.get_lr()
-        weight_decay = self.get_weight_decay()
-        self.assignadd(self.global_step, self.global_step_increase_tensor)
-        grad_scale = self.one if grad_scale is None else grad_scale.astype(ms.float32)
+        lr, weight_decay, grad_scale = self.step_rates(grad_scale)
         if self.fused_update is None:
             update = ops.partial(_rmsprop_update, self.apply_rmsprop, self.decay, self.momentum, self.eps, grad_scale)
         else:
-            constants = ops.stack([ms.Tensor(self.decay, ms.float32), ms.Tensor(self.momentum, ms.float32),
-                                   ms.Tensor(self.eps, ms.float32), grad_scale])
+            constants = ops.concat([self.constants, grad_scale.reshape(1)])
             update = ops.partial(_fused_rmsprop_update, self.fused_update, constants)
-        if not self.is_group_lr:
-            lr = (lr,) * len(self._parameters)  # one learning rate for every parameter
         return self.hyper_map(update, lr, weight_decay, self._parameters, self.mean_square, self.moment, gradients)
 
 
