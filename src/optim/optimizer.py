@@ -156,7 +156,7 @@ class Momentum(ScaledGradientsOptimizer):
 
     def construct(self, gradients, grad_scale=None):
         lr, weight_decay, grad_scale = self.step_rates(grad_scale)
-        momentum = self.momentum * 1.0
+        momentum = self.momentum * 1.0  # a Tensor: in PyNative mode Stack refuses the Parameter itself
         if self.fused_update is None:
             update = ops.partial(_momentum_update, self.apply_momentum, momentum, grad_scale)
         else:
