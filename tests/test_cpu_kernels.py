@@ -296,6 +296,18 @@ def test_max_pool_over_zero_padding_matches_torch(fused, request):
     assert_close(grad, ref_grad, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (3, 1, 1), (2, 2, 0), (5, 3, 2)])
+def test_fused_max_pool_takes_the_first_of_equal_values_and_nans_as_torch(kernel, stride, padding):
+    x = np.random.default_rng(3).integers(-1, 2, (2, 3, 23, 37)).astype(np.float32)  # ties, zeros as the padding's
+    x[0, 1, 5, 6] = x[1, 2, 0, 0] = x[1, 0, 22, 36] = np.nan
+    out, grad, _ = ours_with_gradients(cpu_kernels.ZeroPaddedMaxPool(kernel, stride, padding), x)
+    reference = torch.nn.Sequential(torch.nn.ConstantPad2d(padding, 0.0), torch.nn.MaxPool2d(kernel, stride=stride))
+    ref_out, ref_grad, _ = torch_with_gradients(reference, x)
+    assert np.isnan(out).any()
+    assert_close(out, ref_out, atol=0)
+    assert_close(grad, ref_grad, atol=1e-6)
+
+
 def test_gathered_rows_outside_the_tokens_fail_the_step():
     with pytest.raises(RuntimeError, match="GatherRowsForward"):
         cpu_kernels.GatherRows()(ms.Tensor(sample((2, 4, 8))), ms.Tensor(np.array([[0, 4], [1, 2]], np.int32)))

@@ -107,6 +107,30 @@ void GeluBackwardSpan(const float *__restrict dy, const float *__restrict x, flo
   }
 }
 
+// best / best_index over out_w windows updated with values[ow * stride] (indices[ow * stride]) where greater or NaN,
+// or set to them (`first`). A stride known when compiled (kStride > 0) makes the loads vector shuffles, not gathers;
+// the index is loaded whether taken or not, since a load under the condition kept the loop scalar.
+template <int64_t kStride>
+void UpdateWindowMaxima(const float *__restrict values, const int32_t *__restrict indices, int64_t runtime_stride,
+                        int64_t out_w, bool first, float *__restrict best, int32_t *__restrict best_index) {
+  const int64_t stride = kStride > 0 ? kStride : runtime_stride;
+  if (first) {
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      best[ow] = values[ow * stride];
+      best_index[ow] = indices[ow * stride];
+    }
+    return;
+  }
+#pragma omp simd
+  for (int64_t ow = 0; ow < out_w; ++ow) {
+    const float value = values[ow * stride];
+    const int32_t index = indices[ow * stride];
+    const bool take = value > best[ow] || value != value;
+    best[ow] = take ? value : best[ow];
+    best_index[ow] = take ? index : best_index[ow];
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -384,7 +408,9 @@ int PatchifyForward(int, void **params, int *, int64_t **shapes, const char **, 
 
 // ZeroPaddedMaxPoolForward(x (B, C, H, W), geometry (int32: kernel, stride, padding)) -> y (B, C, OH, OW), argmax
 // (int32, B, C, OH, OW): the max over each window of x with `padding` zeros around it, and the index in H x W of
-// the maximum (-1: a zero of the padding; the first of equal values, as PyTorch, NaN wins)
+// the maximum (-1: a zero of the padding; the first of equal values in the window's row-major order, as PyTorch,
+// NaN wins). An output row is found one window position at a time across the whole row, from a copy of the input
+// row between its padding, so that the inner loop has no branches and runs on vectors.
 int ZeroPaddedMaxPoolForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
   const float *x = static_cast<const float *>(params[0]);
   const int32_t *geometry = static_cast<const int32_t *>(params[1]);
@@ -392,24 +418,29 @@ int ZeroPaddedMaxPoolForward(int, void **params, int *, int64_t **shapes, const 
   int32_t *argmax = static_cast<int32_t *>(params[3]);
   const int64_t height = shapes[0][2], width = shapes[0][3], out_h = shapes[2][2], out_w = shapes[2][3];
   const int64_t kernel = geometry[0], stride = geometry[1], padding = geometry[2];
-  ParallelFor(shapes[0][0] * shapes[0][1], height * width, [&](int64_t plane) {
-    const float *in = x + plane * height * width;
-    for (int64_t o = plane * out_h * out_w; o < (plane + 1) * out_h * out_w; ++o) {
-      const int64_t top = (o / out_w % out_h) * stride - padding, left = (o % out_w) * stride - padding;
-      float best = 0.0f;
-      int32_t best_index = -2;  // none yet
-      for (int64_t ih = top; ih < top + kernel; ++ih) {
-        for (int64_t iw = left; iw < left + kernel; ++iw) {
-          const bool inside = ih >= 0 && ih < height && iw >= 0 && iw < width;
-          const float value = inside ? in[ih * width + iw] : 0.0f;
-          if (best_index == -2 || value > best || std::isnan(value)) {
-            best = value;
-            best_index = inside ? static_cast<int32_t>(ih * width + iw) : -1;
+  const auto update = stride == 1 ? UpdateWindowMaxima<1> : stride == 2 ? UpdateWindowMaxima<2> : UpdateWindowMaxima<0>;
+  ParallelRanges(shapes[0][0] * shapes[0][1], height * width, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(width + 2 * padding, 0.0f);
+    std::vector<int32_t> row_index(width + 2 * padding, -1);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const float *in = x + plane * height * width;
+      for (int64_t oh = 0; oh < out_h; ++oh) {
+        float *best = y + (plane * out_h + oh) * out_w;
+        int32_t *best_index = argmax + (plane * out_h + oh) * out_w;
+        for (int64_t kh = 0; kh < kernel; ++kh) {
+          const int64_t ih = oh * stride - padding + kh;
+          if (ih >= 0 && ih < height) {
+            std::copy(in + ih * width, in + (ih + 1) * width, row.begin() + padding);
+            for (int64_t iw = 0; iw < width; ++iw) row_index[padding + iw] = static_cast<int32_t>(ih * width + iw);
+          } else {
+            std::fill(row.begin() + padding, row.end() - padding, 0.0f);
+            std::fill(row_index.begin() + padding, row_index.end() - padding, -1);
+          }
+          for (int64_t kw = 0; kw < kernel; ++kw) {
+            update(row.data() + kw, row_index.data() + kw, stride, out_w, kh == 0 && kw == 0, best, best_index);
           }
         }
       }
-      y[o] = best;
-      argmax[o] = best_index;
     }
   });
   return 0;
