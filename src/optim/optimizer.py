@@ -119,14 +119,18 @@ class AdamW(ScaledGradientsOptimizer):
         return self.hyper_map(update, lr, weight_decay, self._parameters, self.exp_avg, self.exp_avg_sq, gradients)
 
 
+def _decayed_gradient(grad, grad_scale, weight_decay, param):
+    """grad * grad_scale + weight_decay * param, in the gradient's type: the L2 form of weight decay (SGD, RMSProp)."""
+    return grad * grad_scale.astype(grad.dtype) + weight_decay.astype(grad.dtype) * param.astype(grad.dtype)
+
+
 _momentum_update = ops.MultitypeFuncGraph("momentum_update")
 
 
 @_momentum_update.register("Function", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor")
 def _momentum_update_tensor(apply_momentum, momentum, grad_scale, lr, weight_decay, param, moment, grad):
     """One step of SGD with momentum for one parameter from grad * grad_scale + weight_decay * param."""
-    grad = grad * grad_scale.astype(grad.dtype) + weight_decay.astype(grad.dtype) * param.astype(grad.dtype)
-    return apply_momentum(param, moment, lr, grad, momentum)
+    return apply_momentum(param, moment, lr, _decayed_gradient(grad, grad_scale, weight_decay, param), momentum)
 
 
 _fused_momentum_update = ops.MultitypeFuncGraph("fused_momentum_update")
@@ -172,7 +176,7 @@ _rmsprop_update = ops.MultitypeFuncGraph("rmsprop_update")
 def _rmsprop_update_tensor(apply_rmsprop, decay, momentum, eps, grad_scale, lr, weight_decay, param, mean_square,
                            moment, grad):
     """One TensorFlow-style RMSProp step for one parameter from grad * grad_scale + weight_decay * param."""
-    grad = grad * grad_scale.astype(grad.dtype) + weight_decay.astype(grad.dtype) * param.astype(grad.dtype)
+    grad = _decayed_gradient(grad, grad_scale, weight_decay, param)
     return apply_rmsprop(param, mean_square, moment, lr, grad, decay, momentum, eps)
 
 
