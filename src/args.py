@@ -5,6 +5,7 @@ instead of being ignored. Spellings used by the seed repositories for the same c
 accepted as ALIASES and mapped to one canonical key.
 """
 import argparse
+import math
 import os
 import sys
 
@@ -174,6 +175,84 @@ ALIASES = {
 }
 
 
+WHOLE, REAL = "a whole number", "a number"
+# The numeric keys: what each must be, as an interval ("[1, inf)": 1 or more); a config's or the command line's
+# value outside it is refused before anything is built. Unset (None) values are not checked.
+BOUNDS = {
+    "num_classes": (WHOLE, "[1, inf)"),
+    "width_factor": (REAL, "(0, inf)"),
+    "drop_path_rate": (REAL, "[0, 1)"),
+    "patch_size": (WHOLE, "[1, inf)"),
+    "embed_dim": (WHOLE, "[1, inf)"),
+    "depth": (WHOLE, "[1, inf)"),
+    "num_heads": (WHOLE, "[1, inf)"),
+    "mlp_ratio": (REAL, "(0, inf)"),
+    "init_values": (REAL, "[0, inf)"),
+    "freeze_blocks": (WHOLE, "[0, inf)"),
+    "mask_ratio": (REAL, "[0, 1)"),
+    "decoder_embed_dim": (WHOLE, "[1, inf)"),
+    "decoder_depth": (WHOLE, "[1, inf)"),
+    "decoder_num_heads": (WHOLE, "[1, inf)"),
+    "vocab_size": (WHOLE, "[1, inf)"),
+    "early_layers": (WHOLE, "[0, inf)"),
+    "head_layers": (WHOLE, "[1, inf)"),
+    "second_input_size": (WHOLE, "[1, inf)"),
+    "color_jitter": (REAL, "[0, inf)"),
+    "num_mask_patches": (WHOLE, "[1, inf)"),
+    "min_mask_patches_per_block": (WHOLE, "[1, inf)"),
+    "max_mask_patches_per_block": (WHOLE, "[1, inf)"),
+    "codebook_size": (WHOLE, "[1, inf)"),
+    "codebook_dim": (WHOLE, "[1, inf)"),
+    "codebook_decay": (REAL, "[0, 1]"),
+    "export_batch_size": (WHOLE, "[1, inf)"),
+    "image_size": (WHOLE, "[1, inf)"),
+    "crop_ratio": (REAL, "(0, 1]"),
+    "crop_min_scale": (REAL, "(0, 1]"),
+    "batch_size": (WHOLE, "[1, inf)"),
+    "num_parallel_workers": (WHOLE, "[1, inf)"),
+    "hflip": (REAL, "[0, 1]"),
+    "rand_augment_num_layers": (WHOLE, "[0, inf)"),
+    "rand_augment_magnitude": (WHOLE, "[0, 30]"),
+    "re_prob": (REAL, "[0, 1]"),
+    "re_count": (WHOLE, "[1, inf)"),
+    "mix_up": (REAL, "[0, inf)"),
+    "cutmix": (REAL, "[0, inf)"),
+    "mixup_prob": (REAL, "[0, 1]"),
+    "switch_prob": (REAL, "[0, 1]"),
+    "label_smoothing": (REAL, "[0, 1)"),
+    "base_lr": (REAL, "[0, inf)"),
+    "blr": (REAL, "[0, inf)"),
+    "min_lr": (REAL, "[0, inf)"),
+    "warmup_length": (REAL, "[0, inf)"),
+    "warmup_lr": (REAL, "[0, inf)"),
+    "cool_length": (REAL, "[0, inf)"),
+    "cool_lr": (REAL, "[0, inf)"),
+    "lr_decay": (REAL, "(0, inf)"),
+    "lr_num_epochs_per_decay": (REAL, "(0, inf)"),
+    "momentum": (REAL, "[0, 1)"),
+    "decay": (REAL, "[0, 1)"),
+    "eps": (REAL, "(0, inf)"),
+    "weight_decay": (REAL, "[0, inf)"),
+    "layer_decay": (REAL, "(0, 1]"),
+    "epochs": (WHOLE, "[0, inf)"),
+    "accum_steps": (WHOLE, "[1, inf)"),
+    "loss_scale": (REAL, "(0, inf)"),
+    "scale_window": (WHOLE, "[1, inf)"),
+    "max_overflow_steps": (WHOLE, "[1, inf)"),
+    "clip_global_norm_value": (REAL, "(0, inf)"),
+    "ema_decay": (REAL, "[0, 1]"),
+    "eval_interval": (WHOLE, "[0, inf)"),
+    "keep_checkpoint_max": (WHOLE, "[1, inf)"),
+    "save_checkpoint_steps": (WHOLE, "[0, inf)"),
+    "log_interval": (WHOLE, "[1, inf)"),
+    "seed": (WHOLE, "[0, inf)"),
+    "device_id": (WHOLE, "[0, inf)"),
+    "device_num": (WHOLE, "[1, inf)"),
+    "sink_size": (WHOLE, "[-1, inf)"),
+    "cache_sync_timeout": (REAL, "(0, inf)"),
+}
+
+
 def str2bool(text):
     lowered = text.lower()
     if lowered in ("true", "1", "yes"):
@@ -257,19 +336,41 @@ def _command_line_keys(argv):
 
 
 def _check_values(args, config_keys, command_line_keys):
-    """Values no key can hold on its own."""
-    if args.accum_steps != int(args.accum_steps) or args.accum_steps < 1:
-        raise UserInputError(f"accum_steps must be a whole number, 1 or more, got {args.accum_steps}")
+    """Numbers within their BOUNDS, and values no key can hold on its own."""
+    for key in BOUNDS:
+        if getattr(args, key) is not None:
+            setattr(args, key, _checked_number(key, getattr(args, key)))
     if args.blr is not None:
-        try:
-            args.blr = float(args.blr)  # YAML reads 5e-4 (no dot) as text
-        except (TypeError, ValueError):
-            raise UserInputError(f"blr must be a number, got {args.blr!r}") from None
         if "base_lr" in command_line_keys:
             raise UserInputError(f"--base_lr conflicts with blr {args.blr}: the lr is blr x effective batch / 256; "
                                  "pass --blr instead (or --blr null with --base_lr)")
         if {"base_lr", "blr"} <= config_keys and "blr" not in command_line_keys:
             raise UserInputError("the config sets both base_lr and blr: keep one")
+
+
+def _checked_number(key, value):
+    """`value` of `key` checked against its BOUNDS, an int where a whole number is asked for. Text that reads as
+    a number is taken as one: YAML reads 5e-4 (no dot) as text."""
+    kind, interval = BOUNDS[key]
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    refusal = UserInputError(f"{key} must be {kind} in {interval}, got {number!r}")
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        raise refusal
+    if kind == WHOLE:
+        if not math.isfinite(number) or number != int(number):
+            raise refusal
+        number = int(number)
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    above = number >= low if interval[0] == "[" else number > low
+    below = number <= high if interval[-1] == "]" else number < high
+    if not (above and below):
+        raise refusal
+    return number
 
 
 def split_arguments(argv):

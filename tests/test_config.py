@@ -1,7 +1,7 @@
 import pytest
 from conftest import TINY_CONFIG, assert_one_line_error, run_script
 
-from src.args import parse_args
+from src.args import BOUNDS, DEFAULTS, parse_args
 from src.errors import UserInputError
 
 
@@ -52,8 +52,51 @@ def test_bad_values_and_files(tmp_path):
         parse_args(["--config", write(tmp_path, "- a\n- b\n")])
 
 
+def test_yaml_numbers_written_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 reads 3e-2 as text; the optimizer and the schedule then failed on a string
+    args = parse_args(["--config", write(tmp_path, "base_lr: 3e-2\nweight_decay: 5e-2\nmask_ratio: 75e-2\n"),
+                       "--drop_path_rate", "1e-1"])
+    assert (args.base_lr, args.weight_decay, args.mask_ratio, args.drop_path_rate) == (0.03, 0.05, 0.75, 0.1)
+    args = parse_args(["--config", write(tmp_path, "batch_size: 16.0\nepochs: '3'\n"), "--image_size", "48.0"])
+    assert (args.batch_size, args.epochs, args.image_size) == (16, 3, 48)
+    assert all(isinstance(value, int) for value in (args.batch_size, args.epochs, args.image_size))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", "0", "batch_size must be a whole number in [1, inf), got 0"),
+    ("image_size", "22.5", "image_size must be a whole number in [1, inf), got 22.5"),
+    ("seed", "-1", "seed must be a whole number in [0, inf), got -1"),
+    ("drop_path_rate", "1", "drop_path_rate must be a number in [0, 1), got 1"),
+    ("mask_ratio", "1.0", "mask_ratio must be a number in [0, 1), got 1.0"),
+    ("crop_ratio", "0", "crop_ratio must be a number in (0, 1], got 0"),
+    ("base_lr", "-0.1", "base_lr must be a number in [0, inf), got -0.1"),
+    ("loss_scale", "inf", "loss_scale must be a number in (0, inf), got inf"),
+    ("rand_augment_magnitude", "31", "rand_augment_magnitude must be a whole number in [0, 30], got 31"),
+    ("num_heads", "many", "num_heads must be a whole number in [1, inf), got 'many'"),
+])
+def test_numbers_outside_their_bounds_are_refused_from_the_config_and_the_command_line(tmp_path, key, value,
+                                                                                        message):
+    with pytest.raises(UserInputError) as refused:
+        parse_args([f"--{key}", value])
+    assert str(refused.value) == message
+    with pytest.raises(UserInputError) as refused:
+        parse_args(["--config", write(tmp_path, f"{key}: {value}\n")])
+    assert str(refused.value) == message
+
+
+def test_every_numeric_key_has_bounds_its_default_keeps(tmp_path):
+    numeric = {key for key, (default, _) in DEFAULTS.items()
+               if isinstance(default, (int, float)) and not isinstance(default, bool)}
+    assert numeric <= set(BOUNDS) <= set(DEFAULTS)
+    parse_args([])  # every default within its bounds
+    with pytest.raises(UserInputError, match=r"batch_size must be a whole number in \[1, inf\), got True"):
+        parse_args(["--config", write(tmp_path, "batch_size: true\n")])
+
+
 def test_train_reports_config_errors_in_one_line(tmp_path):
     result = run_script("train.py", "--config", TINY_CONFIG, "--epoch", "3")
     assert_one_line_error(result, "'epoch'", "did you mean 'epochs'")
     result = run_script("train.py", "--config", str(tmp_path / "nope.yaml"))
     assert_one_line_error(result, "config file not found")
+    result = run_script("train.py", "--config", TINY_CONFIG, "--batch_size", "0")
+    assert_one_line_error(result, "batch_size must be a whole number in [1, inf), got 0")

@@ -92,7 +92,7 @@ def create_dataset(args, training, view="labeled", num_shards=None, shard_id=Non
     if training and num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
     # Python augmentations draw from one generator: with several workers the draw order varies between runs
-    workers = 1 if args.deterministic else max(1, args.num_parallel_workers)
+    workers = 1 if args.deterministic else args.num_parallel_workers
     if masked_image_modeling:
         views = MaskedImageModelingViews(args, seed=args.seed + (shard_id or 0))
         dataset = dataset.map(views, input_columns="image", output_columns=MIM_COLUMNS,

@@ -72,8 +72,6 @@ class NormalizeToChw:
 
 
 def horizontal_flip(args):
-    if not 0 <= args.hflip <= 1:
-        raise UserInputError(f"hflip is a probability in [0, 1], got {args.hflip}")
     return vision.RandomHorizontalFlip(args.hflip)
 
 
@@ -84,8 +82,6 @@ def cifar_train_transforms(args):
            vision.RandomCrop(args.image_size),
            horizontal_flip(args)]
     if args.rand_augment_num_layers > 0:
-        if not 0 <= args.rand_augment_magnitude < 31:
-            raise UserInputError(f"rand_augment_magnitude must be in 0..30, got {args.rand_augment_magnitude}")
         ops.append(vision.RandAugment(num_ops=args.rand_augment_num_layers, magnitude=args.rand_augment_magnitude,
                                       num_magnitude_bins=31))
     return ops + normalize_ops(args)
