@@ -1,6 +1,7 @@
 """ImageNet-layout pipeline on real photos, and its augmentations against timm's own."""
 import os
 import random
+import re
 import shutil
 
 import mindspore.dataset.vision as vision
@@ -25,7 +26,7 @@ from src.data.augment.auto_augment import (
     augmentation_from_string,
 )
 from src.data.augment.random_erasing import RandomErasing
-from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled
+from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled, select_listed
 from src.data.transforms import imagenet_train_transforms
 from src.errors import UserInputError
 
@@ -114,6 +115,18 @@ def test_unlabeled_images_from_a_folder_or_a_file_list(imagenet, tmp_path):
         [os.path.join(train, "n00000001", name) for name in names]
     with pytest.raises(UserInputError, match="no images"):
         scan_unlabeled(str(tmp_path))
+
+
+@pytest.mark.parametrize("escape", ["../n00000001/a.JPEG", "n00000001/../../val/a.JPEG", "/etc/hostname"])
+def test_a_file_list_cannot_lead_out_of_the_data_folder(imagenet, tmp_path, escape):
+    train = os.path.join(imagenet, "train")
+    name = sorted(os.listdir(os.path.join(train, "n00000001")))[0]
+    file_list = tmp_path / "list.txt"
+    file_list.write_text(f"n00000001/{name}\n{escape}\n")
+    with pytest.raises(UserInputError, match=re.escape(f"names {escape}, outside {train}:")):
+        scan_unlabeled(train, str(file_list))
+    with pytest.raises(UserInputError, match=re.escape(f"names {escape}, outside {imagenet}:")):
+        select_listed(scan_class_folders(train)[1], imagenet, str(file_list))
 
 
 def test_bad_files_are_skipped_with_a_warning_and_counted(imagenet, tmp_path):
