@@ -71,7 +71,7 @@ def main(argv=None):
 
     names = class_names(args)
     preprocess = transforms.Compose(imagenet_eval_transforms(args))
-    reader = ImageFileSource([(path, 0) for path in image_paths(images)])
+    reader = ImageFileSource([(path, 0) for path in image_paths(images)], substitute=False)
     topk = max(1, min(own_args.topk, args.num_classes))
     results = []
     for path, _ in reader.samples:
@@ -85,6 +85,8 @@ def main(argv=None):
         predictions = [{"label": int(i), "name": names[i], "score": float(probs[i])} for i in best]
         results.append({"image": path, "predictions": predictions})
         print(f"{path}: " + " | ".join(f"{p['name']} ({p['label']}) {p['score']:.4f}" for p in predictions))
+    if not results:
+        raise UserInputError(f"none of the {len(reader.samples)} image(s) can be read")
     print(json.dumps(results))
 
 

@@ -221,11 +221,17 @@ def test_tiny_beit_trains_evaluates_and_predicts(tmp_path):
     assert evaluation.returncode == 0, evaluation.stderr
     metrics = json.loads(evaluation.stdout.strip().splitlines()[-1])
     assert metrics["num_samples"] == 9 and 0 <= metrics["top1"] <= metrics["top5"] == 1.0  # 3 classes
-    prediction = run_script("predict.py", "--config", TINY_CONFIG, "--data_url", data, "--pretrained", str(best),
-                            f"{data}/val/n00000001", "--topk", "2")
+    broken = tmp_path / "broken.JPEG"
+    broken.write_bytes(b"plain text, not a JPEG")
+    predict = ["predict.py", "--config", TINY_CONFIG, "--data_url", data, "--pretrained", str(best)]
+    prediction = run_script(*predict, f"{data}/val/n00000001", str(broken), "--topk", "2")
     assert prediction.returncode == 0, prediction.stderr
+    assert f"warning: unreadable image {broken}" in prediction.stderr and "left out; 1 so far" in prediction.stderr
     results = json.loads(prediction.stdout.strip().splitlines()[-1])
     assert len(results) == 3 and all(len(r["predictions"]) == 2 for r in results)
+    nothing = run_script(*predict, str(broken))  # the warning naming the file, then the error
+    assert nothing.returncode != 0 and "Traceback" not in nothing.stderr, nothing.stderr
+    assert nothing.stderr.strip().splitlines()[-1] == "error: none of the 1 image(s) can be read", nothing.stderr
     assert {p["name"] for r in results for p in r["predictions"]} <= {"n00000000", "n00000001", "n00000002"}
     for r in results:
         assert r["predictions"][0]["score"] >= r["predictions"][1]["score"]
