@@ -44,13 +44,10 @@ def main(argv=None):
     network.set_train(False)
     file_name = args.file_name or args.arch
     os.makedirs(os.path.dirname(os.path.abspath(file_name)), exist_ok=True)
-    batch = args.export_batch_size
-    if batch < 1:
-        raise UserInputError(f"export_batch_size must be 1 or more, got {batch}")
-    images = ms.Tensor(np.zeros((batch, 3, args.image_size, args.image_size), np.float32))
-    ms.export(network, images, file_name=file_name, file_format=file_format)
+    input_shape = (args.export_batch_size, 3, args.image_size, args.image_size)
+    ms.export(network, ms.Tensor(np.zeros(input_shape, np.float32)), file_name=file_name, file_format=file_format)
     print(f"exported {args.arch} ({'EMA ' if use_ema else ''}weights of {args.pretrained}) as "
-          f"{file_name}{FORMATS[file_format]}: input ({batch}, 3, {args.image_size}, {args.image_size})")
+          f"{file_name}{FORMATS[file_format]}: input {input_shape}")
 
 
 if __name__ == "__main__":
