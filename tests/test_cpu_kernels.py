@@ -112,17 +112,19 @@ def torch_attention(qkv, num_heads, scale, bias=None):
 
 
 # a head size and token count not SIMD multiples; fewer (sample, head) pairs than threads; the fused kernels or
-# MindSpore's operators
+# MindSpore's operators; training (the probabilities kept for the backward) or eval mode (the inference kernels,
+# a gradient through them recomputing the probabilities)
+@pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("shape, num_heads", [((3, 17, 3 * 4 * 10), 4), ((1, 2, 3 * 1 * 16), 1)])
 def test_attention_matches_torch_with_the_bias_gradient_summed_over_the_batch(shape, num_heads, with_bias, fused,
-                                                                             request):
+                                                                             training, request):
     if not fused:
         switch_fused_kernels_off(request)
     tokens = shape[1]
     bias = sample((num_heads, tokens, tokens), seed=1) if with_bias else None
-    attention = AttentionOf(num_heads, 0.3, bias)
+    attention = AttentionOf(num_heads, 0.3, bias).set_train(training)
     assert attention.attention.fused == fused
     out, grad, params = ours_with_gradients(attention, sample(shape))
     reference_bias = torch.tensor(bias, requires_grad=True) if with_bias else None
@@ -506,6 +508,21 @@ def test_pynative_mode_keeps_each_convolution_geometry_apart():
             reference = torch.nn.Conv2d(5, 4, 3, stride=stride, padding=padding, bias=False)
             reference.weight.data = torch.tensor(conv.weight.asnumpy())
             assert_close(conv(ms.Tensor(x)).asnumpy(), reference(torch.tensor(x)).detach().numpy(), atol=1e-4)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_pynative_mode_runs_attention_in_training_and_in_eval_mode():
+    """The inference kernels (eval mode) give the training kernels' output bit for bit, in one PyNative process."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        qkv = sample((3, 17, 3 * 4 * 10))
+        for bias in (None, sample((4, 17, 17), seed=1)):
+            attention = AttentionOf(4, 0.3, bias)
+            outputs = [attention.set_train(training)(ms.Tensor(qkv)).asnumpy() for training in (True, False)]
+            np.testing.assert_array_equal(outputs[0], outputs[1])
+            reference = torch_attention(torch.tensor(qkv), 4, 0.3, None if bias is None else torch.tensor(bias))
+            assert_close(outputs[1], reference.numpy(), atol=1e-5)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 

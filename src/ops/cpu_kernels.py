@@ -291,13 +291,17 @@ class ScaledDotProductAttention(nn.Cell):
         self.fused = fused_kernels_enabled("cpu_attention_kernels")
         if self.fused:
             self.scale_tensor = ms.Tensor([scale], ms.float32)
-            self.fused_forward, self.fused_biased_forward = self._fused_op(False), self._fused_op(True)
+            self.heads_tensor = ms.Tensor([num_heads], ms.int32)
+            self.fused_forward, self.fused_inference = self._fused_ops(with_bias=False)
+            self.fused_biased_forward, self.fused_biased_inference = self._fused_ops(with_bias=True)
         self.matmul_transpose_b = ops.BatchMatMul(transpose_b=True)
         self.matmul = ops.BatchMatMul()
 
-    def _fused_op(self, with_bias):
-        """The Custom op (qkv, scale[, bias]) -> (out, probabilities (B, H, N, N)), differentiated by its
-        backward kernel (dout, qkv, probabilities, scale[, bias]) -> (dqkv[, dbias])."""
+    def _fused_ops(self, with_bias):
+        """(training forward, inference forward). The first, (qkv, scale[, bias]) -> (out, probabilities
+        (B, H, N, N)), is differentiated by the backward kernel (dout, qkv, probabilities, scale[, bias]) ->
+        (dqkv[, dbias]). The second, (qkv, scale, bias or the head count) -> out, keeps the probabilities in
+        cache; a gradient through it (a network in eval mode) runs the first again for them."""
         num_heads = self.num_heads
         name = "AttentionBias" if with_bias else "Attention"
 
@@ -317,16 +321,33 @@ class ScaledDotProductAttention(nn.Cell):
             return (batch, tokens, width // 3), (batch, num_heads, tokens, tokens)
         forward = _custom_op(f"{name}Forward", out_shapes, lambda qkv, scale, *bias: (qkv, qkv),
                              bprop_with_bias if with_bias else bprop, library="cpu_attention_kernels")
+
+        def inference_bprop(qkv, scale, heads, out, dout):
+            probs = forward(qkv, scale)[1]
+            return backward(dout, qkv, probs, scale), ops.zeros_like(scale), ops.zeros_like(heads)
+
+        def biased_inference_bprop(qkv, scale, bias, out, dout):
+            dqkv, dbias = backward(dout, qkv, forward(qkv, scale, bias)[1], scale, bias)
+            return dqkv, ops.zeros_like(scale), dbias
+
+        inference = _custom_op(f"{name}InferenceForward", lambda qkv, scale, third: out_shapes(qkv, scale)[0],
+                               lambda qkv, scale, third: qkv,
+                               biased_inference_bprop if with_bias else inference_bprop,
+                               library="cpu_attention_kernels")
         # a graph shares one shape function and bprop among Custom ops of equal attributes: one per head count
-        for op in (forward, backward):
+        for op in (forward, backward, inference):
             op.add_prim_attr("num_heads", num_heads)
-        return forward
+        return forward, inference
 
     def construct(self, qkv, bias=None):
         if self.fused and qkv.dtype == ms.float32:
+            if self.training:
+                if bias is None:
+                    return self.fused_forward(qkv, self.scale_tensor)[0]
+                return self.fused_biased_forward(qkv, self.scale_tensor, bias.astype(ms.float32))[0]
             if bias is None:
-                return self.fused_forward(qkv, self.scale_tensor)[0]
-            return self.fused_biased_forward(qkv, self.scale_tensor, bias.astype(ms.float32))[0]
+                return self.fused_inference(qkv, self.scale_tensor, self.heads_tensor)
+            return self.fused_biased_inference(qkv, self.scale_tensor, bias.astype(ms.float32))
         batch, tokens, width = qkv.shape
         # one 4-d transpose and a split: a 5-d transpose and indexing measured ~3x slower on the CPU
         qkv = qkv.reshape(batch, tokens, 3 * self.num_heads, -1).transpose(0, 2, 1, 3)

@@ -8,7 +8,8 @@
 //
 // Inputs: qkv (B, N, 3 * H * d) as [q | k | v], each H heads of d; scale (1); bias (H, N, N) (BEiT's relative
 // position bias) for the Bias entries. The forward gives out (B, N, H * d), heads side by side, and the
-// attention probabilities (B, H, N, N), which the backward takes.
+// attention probabilities (B, H, N, N), which the backward takes; the Inference entries give out only, each
+// unit's probabilities staying in a plane per thread in cache (no (B, H, N, N) tensor written to memory).
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -27,11 +28,8 @@ struct Shape {
   int64_t plane() const { return tokens * tokens; }  // one unit's attention
 };
 
-// from qkv's shape and the probabilities' (B, H, N, N)
-Shape ReadShape(int64_t **shapes, int qkv_index, int probs_index) {
-  const int64_t *qkv = shapes[qkv_index], heads = shapes[probs_index][1];
-  return Shape{qkv[0], qkv[1], heads, qkv[2] / (3 * heads)};
-}
+// from qkv's shape (B, N, 3 * H * d) and the head count H
+Shape ShapeOf(const int64_t *qkv, int64_t heads) { return Shape{qkv[0], qkv[1], heads, qkv[2] / (3 * heads)}; }
 
 // q, k and v of unit (sample, head) inside qkv: column blocks of row stride 3 * width
 struct UnitColumns {
@@ -60,27 +58,29 @@ void SoftmaxRowInPlace(float *row, int64_t dim) {
   for (int64_t j = 0; j < dim; ++j) row[j] *= inverse;
 }
 
-void Forward(void **params, int64_t **shapes, const float *bias, int out_index) {
+// out from qkv; each unit's probabilities go to probs (B, H, N, N) when given (for the backward), else to a
+// plane per thread that stays in cache (inference)
+void Forward(void **params, const Shape &s, const float *bias, float *out, float *probs) {
   const float *qkv = static_cast<const float *>(params[0]);
   const float scale = *static_cast<const float *>(params[1]);
-  float *out = static_cast<float *>(params[out_index]);
-  float *probs = static_cast<float *>(params[out_index + 1]);
-  const Shape s = ReadShape(shapes, 0, out_index + 1);
   const int64_t n = s.tokens, d = s.head_dim, qkv_stride = 3 * s.width();
-  ParallelFor(s.units(), s.plane() * d, [&](int64_t unit) {
-    const UnitColumns at = Columns(s, unit);
-    float *p = probs + unit * s.plane();
-    dnnl_sgemm('N', 'T', n, n, d, scale, qkv + at.q, qkv_stride, qkv + at.k, qkv_stride, 0.0f, p, n);
-    const float *unit_bias = bias == nullptr ? nullptr : bias + unit % s.heads * s.plane();
-    for (int64_t i = 0; i < n; ++i) {
-      float *row = p + i * n;
-      if (unit_bias != nullptr) {
+  ParallelRanges(s.units(), s.plane() * d, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(probs == nullptr ? s.plane() : 0);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const UnitColumns at = Columns(s, unit);
+      float *p = probs == nullptr ? scratch.data() : probs + unit * s.plane();
+      dnnl_sgemm('N', 'T', n, n, d, scale, qkv + at.q, qkv_stride, qkv + at.k, qkv_stride, 0.0f, p, n);
+      const float *unit_bias = bias == nullptr ? nullptr : bias + unit % s.heads * s.plane();
+      for (int64_t i = 0; i < n; ++i) {
+        float *row = p + i * n;
+        if (unit_bias != nullptr) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) row[j] += unit_bias[i * n + j];
+          for (int64_t j = 0; j < n; ++j) row[j] += unit_bias[i * n + j];
+        }
+        SoftmaxRowInPlace(row, n);
       }
-      SoftmaxRowInPlace(row, n);
+      dnnl_sgemm('N', 'N', n, d, n, 1.0f, p, n, qkv + at.v, qkv_stride, 0.0f, out + at.out, s.width());
     }
-    dnnl_sgemm('N', 'N', n, d, n, 1.0f, p, n, qkv + at.v, qkv_stride, 0.0f, out + at.out, s.width());
   });
 }
 
@@ -91,7 +91,7 @@ void Backward(void **params, int64_t **shapes, float *dqkv, float *dlogits) {
   const float *qkv = static_cast<const float *>(params[1]);
   const float *probs = static_cast<const float *>(params[2]);
   const float scale = *static_cast<const float *>(params[3]);
-  const Shape s = ReadShape(shapes, 1, 2);
+  const Shape s = ShapeOf(shapes[1], shapes[2][1]);
   const int64_t n = s.tokens, d = s.head_dim, qkv_stride = 3 * s.width();
   ParallelRanges(s.units(), s.plane() * d, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(dlogits == nullptr ? s.plane() : 0);
@@ -137,13 +137,29 @@ extern "C" {
 
 // params: qkv, scale | out, probs
 int AttentionForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  Forward(params, shapes, nullptr, 2);
+  Forward(params, ShapeOf(shapes[0], shapes[3][1]), nullptr, static_cast<float *>(params[2]),
+          static_cast<float *>(params[3]));
   return 0;
 }
 
 // params: qkv, scale, bias (H, N, N) | out, probs
 int AttentionBiasForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
-  Forward(params, shapes, static_cast<const float *>(params[2]), 3);
+  Forward(params, ShapeOf(shapes[0], shapes[2][0]), static_cast<const float *>(params[2]),
+          static_cast<float *>(params[3]), static_cast<float *>(params[4]));
+  return 0;
+}
+
+// params: qkv, scale, heads (1, int32) | out; no probabilities kept (inference)
+int AttentionInferenceForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  Forward(params, ShapeOf(shapes[0], *static_cast<const int32_t *>(params[2])), nullptr,
+          static_cast<float *>(params[3]), nullptr);
+  return 0;
+}
+
+// params: qkv, scale, bias (H, N, N) | out; no probabilities kept (inference)
+int AttentionBiasInferenceForward(int, void **params, int *, int64_t **shapes, const char **, void *, void *) {
+  Forward(params, ShapeOf(shapes[0], shapes[2][0]), static_cast<const float *>(params[2]),
+          static_cast<float *>(params[3]), nullptr);
   return 0;
 }
 
