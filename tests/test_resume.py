@@ -12,13 +12,14 @@ import time
 import mindspore as ms
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, assert_one_line_error
 from mindspore.train.callback import RunContext
 from sample_photos import write_photo_imagenet
 
 from src.engine.callbacks import MetricsFile, StepLogger
 from src.engine.loop import CallbackParams
-from src.engine.resume import newest_checkpoint
+from src.engine.resume import newest_checkpoint, resume_state
+from src.errors import UserInputError
 from src.models import create_model
 from src.models.layers import DropPath, ResumableUniform
 from src.weights.checkpoint import load_checkpoint, save_checkpoint
@@ -191,6 +192,24 @@ def test_resume_auto_passes_over_temporary_and_unreadable_files(uninterrupted, t
     assert newest_checkpoint(str(tmp_path / "empty"), log=warnings.append) == (None, None)
 
 
+
+
+def test_a_checkpoint_resumes_only_at_the_steps_per_epoch_it_was_trained_with(uninterrupted, tmp_path):
+    """The whole run has 4 steps an epoch; its last checkpoint is the end of epoch 3 (global step 12), a mid-epoch
+    one is step 2 of epoch 2 (global step 6). Another batch size puts those steps in other epochs: refused."""
+    assert resume_state({"epoch_num": ms.Tensor(3), "step_num": ms.Tensor(12)}, 4) == (12, (0.0, 0))
+    assert resume_state({"epoch_num": ms.Tensor(2), "step_num": ms.Tensor(6)}, 4)[0] == 6
+    assert resume_state({"epoch_num": ms.Tensor(3)}, 5)[0] == 15  # no step saved: the end of its epoch
+    for steps_per_epoch, epoch in ((2, 6), (8, 2), (12, 1)):
+        with pytest.raises(UserInputError, match=f"saved in epoch 3 at global step 12, which at this run's "
+                                                 f"{steps_per_epoch} steps per epoch is in epoch {epoch}: resume"):
+            resume_state({"epoch_num": ms.Tensor(3), "step_num": ms.Tensor(12)}, steps_per_epoch, "x.ckpt")
+    data, whole = uninterrupted
+    final = os.path.join(whole, "ckpt_0000", FINAL_NAME)
+    result = subprocess.run(_train_command(data, str(tmp_path / "run"), "--resume", final, "--batch_size", "2"),
+                            cwd=ROOT, env=dict(os.environ, GLOG_v="3"), capture_output=True, text=True, timeout=600)
+    assert_one_line_error(result, f"{final} was saved in epoch 3 at global step 12, which at this run's 9 steps per "
+                                  "epoch is in epoch 2")
 
 
 def test_a_resumed_metrics_file_keeps_the_records_up_to_its_step(tmp_path):

@@ -67,22 +67,30 @@ def resume_training(train_cell, path, steps_per_epoch, skip, log=print, checkpoi
     `skip` accepts: frozen helper networks and lr schedules, which are rebuilt); returns (global step,
     (best_acc, best_epoch))."""
     checkpoint = load_checkpoint(path) if checkpoint is None else checkpoint
+    start_step, best = resume_state(checkpoint, steps_per_epoch, path)
     load_weights(train_cell, checkpoint, path, skip=lambda name: name == STOP_REQUESTED or skip(name))
-    start_step, best = resume_state(checkpoint, steps_per_epoch)
     epoch, step_in_epoch = divmod(start_step, steps_per_epoch)
     log(f"resumed from {path} in epoch {epoch + 1} after step {step_in_epoch} (global step {start_step})"
         if step_in_epoch else f"resumed from {path} at epoch {epoch}")
     return start_step, best
 
 
-def resume_state(param_dict, steps_per_epoch):
+def resume_state(param_dict, steps_per_epoch, source="the checkpoint"):
     """(global step, (best_acc, best_epoch)) stored in a checkpoint written by CheckpointAndEval; a
-    checkpoint without a step (older, or epoch-end only) resumes at the end of its epoch."""
+    checkpoint without a step (older, or epoch-end only) resumes at the end of its epoch. A checkpoint whose step
+    falls in another epoch at this run's `steps_per_epoch` (another batch size, device count or accum_steps) is
+    refused: the epochs, the lr schedule and the data order would not continue the run."""
     def scalar(name, default):
         value = param_dict.get(name)
         return default if value is None else np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value).item()
 
-    step = scalar("step_num", None)
+    step, epoch = scalar("step_num", None), scalar("epoch_num", None)
+    best = (float(scalar("best_acc", 0.0)), int(scalar("best_epoch", 0)))
     if step is None:
-        step = scalar("epoch_num", 0) * steps_per_epoch
-    return int(step), (float(scalar("best_acc", 0.0)), int(scalar("best_epoch", 0)))
+        return int((epoch or 0) * steps_per_epoch), best
+    step = int(step)
+    if epoch is not None and step > 0 and not (epoch - 1) * steps_per_epoch < step <= epoch * steps_per_epoch:
+        raise UserInputError(f"{source} was saved in epoch {int(epoch)} at global step {step}, which at this run's "
+                             f"{steps_per_epoch} steps per epoch is in epoch {-(-step // steps_per_epoch)}: resume "
+                             "with the batch_size, device count and accum_steps it was trained with")
+    return step, best
