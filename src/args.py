@@ -140,7 +140,7 @@ DEFAULTS = {
     "ema_decay": (0.9999, "EMA decay per step"),
     "eval_use_ema": (True, "evaluate the EMA weights when the model keeps them"),
     "eval_interval": (1, "evaluate every N epochs (0: never)"),
-    "keep_checkpoint_max": (5, "how many latest checkpoints to keep"),
+    "keep_checkpoint_max": (5, "how many latest checkpoints to keep (0: all)"),
     "save_checkpoint_steps": (0, "also save the latest checkpoint every N steps inside an epoch, to resume "
                                  "mid-epoch (0: at epoch ends only)"),
     "log_interval": (100, "print the loss every N steps (and at the end of each epoch)"),
@@ -242,7 +242,7 @@ BOUNDS = {
     "clip_global_norm_value": (REAL, "(0, inf)"),
     "ema_decay": (REAL, "[0, 1]"),
     "eval_interval": (WHOLE, "[0, inf)"),
-    "keep_checkpoint_max": (WHOLE, "[1, inf)"),
+    "keep_checkpoint_max": (WHOLE, "[0, inf)"),
     "save_checkpoint_steps": (WHOLE, "[0, inf)"),
     "log_interval": (WHOLE, "[1, inf)"),
     "seed": (WHOLE, "[0, inf)"),

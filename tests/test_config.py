@@ -84,6 +84,16 @@ def test_numbers_outside_their_bounds_are_refused_from_the_config_and_the_comman
     assert str(refused.value) == message
 
 
+def test_zero_stays_allowed_where_it_means_something():
+    # never evaluate, epoch ends only, keep all, no training left, no frozen blocks, no RandAugment, a whole epoch
+    # per sink, no layer scale, no mask, no warmup, no weight decay
+    zeros = ["eval_interval", "save_checkpoint_steps", "keep_checkpoint_max", "epochs", "freeze_blocks",
+             "rand_augment_num_layers", "sink_size", "init_values", "mask_ratio", "warmup_length", "weight_decay"]
+    args = parse_args([argument for key in zeros for argument in (f"--{key}", "0")])
+    assert all(getattr(args, key) == 0 for key in zeros)
+    assert parse_args(["--sink_size", "-1"]).sink_size == -1
+
+
 def test_every_numeric_key_has_bounds_its_default_keeps(tmp_path):
     numeric = {key for key, (default, _) in DEFAULTS.items()
                if isinstance(default, (int, float)) and not isinstance(default, bool)}
