@@ -15,6 +15,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from src.errors import UserInputError, report_user_errors  # noqa: E402
 
+TRAINING_KEYS, EVALUATION_KEYS = ("step", "loss"), ("epoch", "top1", "top5")  # the numbers the curves draw
+
+
+def _is_record(record, keys):
+    return isinstance(record, dict) and all(
+        isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool) for key in keys)
+
 
 def read_metrics(run_dir):
     """(train records, eval records) of RUN_DIR/metrics.jsonl."""
@@ -31,7 +38,10 @@ def read_metrics(run_dir):
             if number == lines[-1][0]:  # cut short by a killed run
                 break
             raise UserInputError(f"{path} line {number} is not JSON: {line.strip()[:60]}") from None
-        (evaluation if "top1" in record else train).append(record)
+        is_evaluation = isinstance(record, dict) and "top1" in record
+        if not _is_record(record, EVALUATION_KEYS if is_evaluation else TRAINING_KEYS):
+            raise UserInputError(f"{path} line {number} is not a record of train.py: {line.strip()[:60]}")
+        (evaluation if is_evaluation else train).append(record)
     if not train:
         raise UserInputError(f"{path} has no training records yet")
     return train, evaluation

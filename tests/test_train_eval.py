@@ -116,6 +116,9 @@ def test_metrics_file_records_the_run_and_plot_curves_draws_it(trained, tmp_path
     assert run_script("plot_curves.py", str(killed)).returncode == 0  # a last line cut by a kill is skipped
     (killed / "metrics.jsonl").write_text("".join(lines[:2] + ["garbage\n"] + lines[2:]), encoding="utf-8")
     assert_one_line_error(run_script("plot_curves.py", str(killed)), "line 3 is not JSON")
+    for bad in ("[1, 2]", '{"epoch": 1, "step": 5, "loss": "abc"}', '{"epoch": 1, "step": 5, "top1": null}'):
+        (killed / "metrics.jsonl").write_text("".join(lines[:2] + [bad + "\n"] + lines[2:]), encoding="utf-8")
+        assert_one_line_error(run_script("plot_curves.py", str(killed)), "line 3 is not a record of train.py")
 
 
 def test_resume_continues_epoch_optimizer_and_best(trained, digits_cifar, tmp_path):
