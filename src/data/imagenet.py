@@ -65,7 +65,7 @@ def read_file_list(root, file_list):
     with open(file_list, encoding="utf-8") as f:
         names = [line.strip() for line in f if line.strip()]
     root = os.path.abspath(root)
-    paths = [os.path.normpath(os.path.join(root, name)) for name in names]
+    paths = [os.path.abspath(os.path.join(root, name)) for name in names]
     for name, path in zip(names, paths):
         if os.path.commonpath([root, path]) != root:
             raise UserInputError(f"{file_list} names {name}, outside {root}: paths must be relative to the data folder")
@@ -75,8 +75,8 @@ def read_file_list(root, file_list):
 def select_listed(samples, root, file_list):
     """The [(path, label)] of `samples` that `file_list` names (paths relative to `root`), in their order."""
     listed = set(read_file_list(root, file_list))
-    selected = [(path, label) for path, label in samples if os.path.normpath(os.path.abspath(path)) in listed]
-    unknown = listed - {os.path.normpath(os.path.abspath(path)) for path, _ in selected}
+    selected = [(path, label) for path, label in samples if os.path.abspath(path) in listed]
+    unknown = listed - {os.path.abspath(path) for path, _ in selected}
     if unknown:
         raise UserInputError(f"{file_list} names {len(unknown)} file(s) that are not images in the class folders "
                              f"of {root}, e.g. {sorted(unknown)[0]}")
