@@ -1,8 +1,9 @@
 """Command-line arguments: YAML config values as defaults, command-line overrides win.
 
 Every key a config may hold is declared in DEFAULTS, so a misspelt key fails loudly
-instead of being ignored. Spellings used by the seed repositories for the same concept are
-accepted as ALIASES and mapped to one canonical key.
+instead of being ignored, and its value is checked against BOUNDS (numbers) or KINDS (the
+rest). Spellings used by the seed repositories for the same concept are accepted as ALIASES
+and mapped to one canonical key.
 """
 import argparse
 import math
@@ -252,14 +253,66 @@ BOUNDS = {
     "cache_sync_timeout": (REAL, "(0, inf)"),
 }
 
-
-def str2bool(text):
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
+FLAG, TEXT, MAPPING = "True or False", "text", "a mapping of argument names to values"
+FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+# The other keys: FLAG (one of FLAG_WORDS is taken as one: "false" is False), TEXT, MAPPING, a list of
+# numbers (how many, and each one's BOUNDS-like kind and interval), or a tuple of the values allowed. Null is
+# allowed where the default is null.
+KINDS = {
+    "task": TEXT,
+    "arch": TEXT,
+    "layers": (4, WHOLE, "[1, inf)"),
+    "rel_pos_bias": FLAG,
+    "shared_rel_pos_bias": FLAG,
+    "abs_pos_emb": FLAG,
+    "use_mean_pooling": FLAG,
+    "global_pool": FLAG,
+    "linear_probe": FLAG,
+    "norm_pix_loss": FLAG,
+    "shared_lm_head": FLAG,
+    "tokenizer": TEXT,
+    "tokenizer_pretrained": TEXT,
+    "tokenizer_args": MAPPING,
+    "second_interpolation": TEXT,
+    "quantize_kmeans_init": FLAG,
+    "teacher": TEXT,
+    "teacher_pretrained": TEXT,
+    "teacher_args": MAPPING,
+    "teacher_mean": (3, REAL, "[0, 1]"),
+    "teacher_std": (3, REAL, "(0, 1]"),
+    "pretrained": TEXT,
+    "file_format": TEXT,
+    "file_name": TEXT,
+    "resume": TEXT,
+    "set": TEXT,
+    "file_list": TEXT,
+    "data_url": TEXT,
+    "train_url": TEXT,
+    "interpolation": TEXT,
+    "mean": (3, REAL, "[0, 1]"),
+    "std": (3, REAL, "(0, 1]"),
+    "auto_augment": TEXT,
+    "re_mode": TEXT,
+    "mixup_mode": ("batch",),
+    "optimizer": TEXT,
+    "lr_scheduler": TEXT,
+    "beta": (2, REAL, "[0, 1)"),
+    "filter_bias_and_bn": FLAG,
+    "recompute": FLAG,
+    "amp_level": TEXT,
+    "keep_bn_fp32": FLAG,
+    "is_dynamic_loss_scale": FLAG,
+    "use_global_norm": FLAG,
+    "enable_ema": FLAG,
+    "eval_use_ema": FLAG,
+    "deterministic": FLAG,
+    "device_target": TEXT,
+    "graph_mode": FLAG,
+    "dataset_sink_mode": FLAG,
+    "save_all_ranks": FLAG,
+    "run_modelarts": FLAG,
+    "cache_dir": TEXT,
+}
 
 
 def number(text):
@@ -270,16 +323,20 @@ def number(text):
         return float(text)
 
 
-def value_parser(default):
-    """Parse a command-line string into the type of the config value it overrides."""
-    if isinstance(default, bool):
-        return str2bool
-    if isinstance(default, (int, float)):
+def value_parser(key):
+    """Parse a command-line string into the kind of value `key` holds (the checks below refuse what does not fit)."""
+    default = DEFAULTS[key][0]
+    if key in BOUNDS and default is not None:
         return number
-    if isinstance(default, str):
-        return str
-    # lists and unset (None) values are read as YAML, so "[1, 1, 1, 1]" and "null" work
+    if KINDS.get(key) in (FLAG, TEXT):
+        return optional_text
+    # lists, mappings and unset (None) values are read as YAML, so "[1, 1, 1, 1]" and "null" work
     return yaml.safe_load
+
+
+def optional_text(text):
+    """The text as it is (a path named 7 stays "7"), None for YAML's null."""
+    return None if text in ("null", "Null", "NULL", "~") else text
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -315,7 +372,7 @@ def parse_args(argv=None, published_settings=False):
                         help="print the published names and exit")
     for key, (_, help_text) in DEFAULTS.items():
         option_names = [f"--{key}"] + [f"--{alias}" for alias, name in ALIASES.items() if name == key]
-        parser.add_argument(*option_names, dest=key, type=value_parser(values[key]), default=values[key],
+        parser.add_argument(*option_names, dest=key, type=value_parser(key), default=values[key],
                             help=help_text)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
@@ -336,10 +393,12 @@ def _command_line_keys(argv):
 
 
 def _check_values(args, config_keys, command_line_keys):
-    """Numbers within their BOUNDS, and values no key can hold on its own."""
-    for key in BOUNDS:
-        if getattr(args, key) is not None:
-            setattr(args, key, _checked_number(key, getattr(args, key)))
+    """Every value of the kind its key holds (BOUNDS, KINDS), and no values that conflict."""
+    for key, (default, _) in DEFAULTS.items():
+        value = getattr(args, key)
+        if value is None and default is None:
+            continue
+        setattr(args, key, _checked_number(key, value) if key in BOUNDS else _checked_kind(key, value))
     if args.blr is not None:
         if "base_lr" in command_line_keys:
             raise UserInputError(f"--base_lr conflicts with blr {args.blr}: the lr is blr x effective batch / 256; "
@@ -348,10 +407,10 @@ def _check_values(args, config_keys, command_line_keys):
             raise UserInputError("the config sets both base_lr and blr: keep one")
 
 
-def _checked_number(key, value):
-    """`value` of `key` checked against its BOUNDS, an int where a whole number is asked for. Text that reads as
-    a number is taken as one: YAML reads 5e-4 (no dot) as text."""
-    kind, interval = BOUNDS[key]
+def _checked_number(key, value, bounds=None):
+    """`value` of `key` checked against its BOUNDS (or `bounds`), an int where a whole number is asked for. Text
+    that reads as a number is taken as one: YAML reads 5e-4 (no dot) as text."""
+    kind, interval = bounds or BOUNDS[key]
     number = value
     if isinstance(value, str):
         try:
@@ -371,6 +430,31 @@ def _checked_number(key, value):
     if not (above and below):
         raise refusal
     return number
+
+
+def _checked_kind(key, value):
+    """`value` of `key` checked against its KINDS entry."""
+    kind = KINDS[key]
+    if kind == FLAG and not isinstance(value, bool):
+        value = FLAG_WORDS.get(str(value).lower(), value)
+    if kind == FLAG and isinstance(value, bool) or kind == TEXT and isinstance(value, str):
+        return value
+    if kind == MAPPING and isinstance(value, dict) and all(isinstance(name, str) for name in value):
+        return value
+    if isinstance(kind, tuple) and isinstance(kind[0], int):
+        count, number_kind, interval = kind
+        try:
+            if isinstance(value, (list, tuple)) and len(value) == count:
+                return [_checked_number(key, number, (number_kind, interval)) for number in value]
+        except UserInputError:
+            pass
+        raise UserInputError(f"{key} must be a list of {count} numbers, each {number_kind} in {interval}, "
+                             f"got {value!r}")
+    if isinstance(kind, tuple):
+        if value in kind:
+            return value
+        raise UserInputError(f"{key} must be one of {list(kind)}, got {value!r}")
+    raise UserInputError(f"{key} must be {kind}, got {value!r}")
 
 
 def split_arguments(argv):

@@ -1,7 +1,7 @@
 import pytest
 from conftest import TINY_CONFIG, assert_one_line_error, run_script
 
-from src.args import BOUNDS, DEFAULTS, parse_args
+from src.args import BOUNDS, DEFAULTS, KINDS, parse_args
 from src.errors import UserInputError
 
 
@@ -44,7 +44,7 @@ def test_unknown_command_line_key_names_key_and_closest():
 
 
 def test_bad_values_and_files(tmp_path):
-    with pytest.raises(UserInputError, match="expected True or False"):
+    with pytest.raises(UserInputError, match="enable_ema must be True or False, got .maybe."):
         parse_args(["--enable_ema", "maybe"])
     with pytest.raises(UserInputError, match="config file not found"):
         parse_args(["--config", str(tmp_path / "missing.yaml")])
@@ -98,9 +98,53 @@ def test_every_numeric_key_has_bounds_its_default_keeps(tmp_path):
     numeric = {key for key, (default, _) in DEFAULTS.items()
                if isinstance(default, (int, float)) and not isinstance(default, bool)}
     assert numeric <= set(BOUNDS) <= set(DEFAULTS)
+    assert not set(BOUNDS) & set(KINDS) and set(BOUNDS) | set(KINDS) == set(DEFAULTS)  # every key is checked
     parse_args([])  # every default within its bounds
     with pytest.raises(UserInputError, match=r"batch_size must be a whole number in \[1, inf\), got True"):
         parse_args(["--config", write(tmp_path, "batch_size: true\n")])
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("arch", "123", "arch must be text, got 123"),
+    ("data_url", "[a, b]", "data_url must be text, got ['a', 'b']"),
+    ("optimizer", "[adamw]", "optimizer must be text, got ['adamw']"),
+    ("task", "null", "task must be text, got None"),
+    ("enable_ema", "sometimes", "enable_ema must be True or False, got 'sometimes'"),
+    ("rel_pos_bias", "maybe", "rel_pos_bias must be True or False, got 'maybe'"),
+    ("mean", "0.5", "mean must be a list of 3 numbers, each a number in [0, 1], got 0.5"),
+    ("mean", "[0.5, 0.5]", "mean must be a list of 3 numbers, each a number in [0, 1], got [0.5, 0.5]"),
+    ("std", "[0, 0.5, 0.5]", "std must be a list of 3 numbers, each a number in (0, 1], got [0, 0.5, 0.5]"),
+    ("beta", "[0.9, 1.0]", "beta must be a list of 2 numbers, each a number in [0, 1), got [0.9, 1.0]"),
+    ("layers", "[1, 1, 1]", "layers must be a list of 4 numbers, each a whole number in [1, inf), got [1, 1, 1]"),
+    ("layers", "abc", "layers must be a list of 4 numbers, each a whole number in [1, inf), got 'abc'"),
+    ("tokenizer_args", "[64]", "tokenizer_args must be a mapping of argument names to values, got [64]"),
+    ("mixup_mode", "elem", "mixup_mode must be one of ['batch'], got 'elem'"),
+])
+def test_values_of_the_wrong_kind_are_refused_from_the_config(tmp_path, key, value, message):
+    # each of these ended in a traceback deep in the model, the data pipeline or the optimizer, or (mixup_mode)
+    # was ignored
+    with pytest.raises(UserInputError) as refused:
+        parse_args(["--config", write(tmp_path, f"{key}: {value}\n")])
+    assert str(refused.value) == message
+    if key not in ("arch", "data_url", "optimizer", "task"):  # on the command line these are text as given
+        with pytest.raises(UserInputError) as refused:
+            parse_args([f"--{key}", value])
+        assert str(refused.value) == message
+
+
+def test_flags_and_text_are_read_as_what_their_key_holds(tmp_path):
+    # a quoted "false" in a config was a non-empty string, so true: EMA and graph mode stayed on
+    args = parse_args(["--config", write(tmp_path, 'enable_ema: "false"\ngraph_mode: "no"\nrecompute: 1\n'
+                                                   'dataset_sink_mode: "False"\nuse_mean_pooling: "true"\n')])
+    assert (args.enable_ema, args.graph_mode, args.recompute, args.dataset_sink_mode, args.use_mean_pooling) == \
+        (False, False, True, False, True)
+    # a config's value does not decide how the command line is read: data_url 5 made --data_url a number
+    assert parse_args(["--config", write(tmp_path, "data_url: 5\n"), "--data_url", "/data/x"]).data_url == "/data/x"
+    assert parse_args(["--pretrained", "7"]).pretrained == "7"  # a file named 7, not the number
+    assert parse_args(["--config", write(tmp_path, "pretrained: x.ckpt\n"), "--pretrained", "null"]).pretrained is None
+    assert parse_args(["--rel_pos_bias", "null"]).rel_pos_bias is None
+    with pytest.raises(UserInputError, match="enable_ema must be True or False, got 3"):
+        parse_args(["--config", write(tmp_path, "enable_ema: 3\n")])
 
 
 def test_train_reports_config_errors_in_one_line(tmp_path):
@@ -110,3 +154,7 @@ def test_train_reports_config_errors_in_one_line(tmp_path):
     assert_one_line_error(result, "config file not found")
     result = run_script("train.py", "--config", TINY_CONFIG, "--batch_size", "0")
     assert_one_line_error(result, "batch_size must be a whole number in [1, inf), got 0")
+    config = tmp_path / "arch_number.yaml"
+    config.write_text(open(TINY_CONFIG).read().replace("arch: bit_m_r50x1", "arch: 50"))
+    result = run_script("train.py", "--config", str(config))
+    assert_one_line_error(result, "arch must be text, got 50")
