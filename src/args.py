@@ -8,6 +8,7 @@ and mapped to one canonical key.
 import argparse
 import math
 import os
+import reprlib
 import sys
 
 import yaml
@@ -87,7 +88,7 @@ DEFAULTS = {
     "mean": ([0.485, 0.456, 0.406], "per-channel normalisation mean, on a 0..1 scale"),
     "std": ([0.229, 0.224, 0.225], "per-channel normalisation std, on a 0..1 scale"),
     "batch_size": (64, "batch size per device"),
-    "num_parallel_workers": (4, "data pipeline workers"),
+    "num_parallel_workers": (4, "data pipeline workers (at most the CPUs this machine has)"),
     "hflip": (0.5, "training: horizontal flip probability"),
     "rand_augment_num_layers": (0, "RandAugment operations per image (0: off)"),
     "rand_augment_magnitude": (9, "RandAugment magnitude (0..30)"),
@@ -417,7 +418,7 @@ def _checked_number(key, value, bounds=None):
             number = float(value)
         except ValueError:
             pass
-    refusal = UserInputError(f"{key} must be {kind} in {interval}, got {number!r}")
+    refusal = UserInputError(f"{key} must be {kind} in {interval}, got {reprlib.repr(number)}")
     if isinstance(number, bool) or not isinstance(number, (int, float)):
         raise refusal
     if kind == WHOLE:
@@ -449,12 +450,12 @@ def _checked_kind(key, value):
         except UserInputError:
             pass
         raise UserInputError(f"{key} must be a list of {count} numbers, each {number_kind} in {interval}, "
-                             f"got {value!r}")
+                             f"got {reprlib.repr(value)}")
     if isinstance(kind, tuple):
         if value in kind:
             return value
-        raise UserInputError(f"{key} must be one of {list(kind)}, got {value!r}")
-    raise UserInputError(f"{key} must be {kind}, got {value!r}")
+        raise UserInputError(f"{key} must be one of {list(kind)}, got {reprlib.repr(value)}")
+    raise UserInputError(f"{key} must be {kind}, got {reprlib.repr(value)}")
 
 
 def split_arguments(argv):

@@ -68,6 +68,21 @@ def test_eval_pipeline_normalises_and_crops(small_cifar):
     np.testing.assert_array_equal(labels, test_labels)
 
 
+def test_more_workers_than_cpus_run_on_the_cpus_there_are(small_cifar):
+    # a published config's 16 workers on a smaller machine ended in MindSpore's ValueError
+    folder, _, _ = small_cifar
+    batches = {}
+    for workers in (1, (os.cpu_count() or 1) + 3):
+        args = parse_args(["--config", TINY_CONFIG, "--data_url", folder, "--batch_size", "4",
+                           "--num_parallel_workers", str(workers)])
+        batches[workers] = list(create_dataset(args, training=False).create_tuple_iterator(output_numpy=True))
+    one, many = batches.values()
+    assert len(one) == len(many) == 3
+    for (images, labels), (images_many, labels_many) in zip(one, many):
+        np.testing.assert_array_equal(images, images_many)
+        np.testing.assert_array_equal(labels, labels_many)
+
+
 def test_training_with_mixup_gives_soft_targets(small_cifar):
     folder, _, _ = small_cifar
     args = parse_args(["--config", TINY_CONFIG, "--data_url", folder, "--batch_size", "8", "--mix_up", "0.5",

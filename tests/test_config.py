@@ -147,6 +147,31 @@ def test_flags_and_text_are_read_as_what_their_key_holds(tmp_path):
         parse_args(["--config", write(tmp_path, "enable_ema: 3\n")])
 
 
+def billion_laughs(levels):
+    """A config whose few lines of anchors within anchors expand to 9 ** levels values."""
+    lines = ["tokenizer_args:", '  l0: &l0 ["ha", "ha", "ha", "ha", "ha", "ha", "ha", "ha", "ha"]']
+    lines += [f"  l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]" for level in range(1, levels)]
+    return "\n".join(lines) + f"\nbatch_size: *l{levels - 1}\n"
+
+
+def test_hostile_yaml_is_refused_before_anything_walks_it(tmp_path):
+    # 9 ** 8 values: printing batch_size's refusal took a 200 MB line; 9 ** 10 would not fit in memory
+    with pytest.raises(UserInputError, match=r"expands to \d{10} values, more than 100000 \(YAML anchors used "
+                                             r"within anchors\)$"):
+        parse_args(["--config", write(tmp_path, billion_laughs(10))])
+    with pytest.raises(UserInputError, match="holds a value that contains itself"):
+        parse_args(["--config", write(tmp_path, "tokenizer_args: &a {x: *a}\n")])
+    with pytest.raises(UserInputError, match="nests its values too deeply"):
+        parse_args(["--config", write(tmp_path, "mean: " + "[" * 20000 + "]" * 20000 + "\n")])
+    # an anchor used a few times is fine
+    args = parse_args(["--config", write(tmp_path, "mean: &m [0.4, 0.5, 0.6]\nteacher_mean: *m\n")])
+    assert args.mean == args.teacher_mean == [0.4, 0.5, 0.6]
+    # a long value in a refusal is shortened
+    with pytest.raises(UserInputError) as refused:
+        parse_args(["--config", write(tmp_path, f"mean: {list(range(1000))}\n")])
+    assert len(str(refused.value)) < 120
+
+
 def test_train_reports_config_errors_in_one_line(tmp_path):
     result = run_script("train.py", "--config", TINY_CONFIG, "--epoch", "3")
     assert_one_line_error(result, "'epoch'", "did you mean 'epochs'")

@@ -19,8 +19,13 @@ def unknown_key_message(key, valid_keys, where):
     return f"unknown config key '{key}' in {where}{suggestion}"
 
 
+# values a config may hold, each use of a YAML anchor counted again: refuses a "billion laughs" file, whose few
+# lines of anchors within anchors expand to more values than memory holds once anything walks or prints them
+MAX_CONFIG_VALUES = 100_000
+
+
 def load_yaml_config(path):
-    """Read a YAML mapping from `path`, with a clear error for a missing or malformed file."""
+    """Read a YAML mapping from `path`, with a clear error for a missing, malformed or hostile file."""
     if not os.path.isfile(path):
         raise UserInputError(f"config file not found: {path}")
     try:
@@ -28,8 +33,35 @@ def load_yaml_config(path):
             content = yaml.safe_load(f)
     except yaml.YAMLError as err:
         raise UserInputError(f"config file {path} is not valid YAML: {first_line(err)}") from None
+    except RecursionError:
+        raise UserInputError(f"config file {path} nests its values too deeply") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
         raise UserInputError(f"config file {path} must hold a mapping of key: value, got {type(content).__name__}")
+    try:
+        size = expanded_size(content, {})
+    except ValueError:
+        raise UserInputError(f"config file {path} holds a value that contains itself (a YAML anchor used inside "
+                             "its own value)") from None
+    except RecursionError:
+        raise UserInputError(f"config file {path} nests its values too deeply") from None
+    if size > MAX_CONFIG_VALUES:
+        raise UserInputError(f"config file {path} expands to {size} values, more than {MAX_CONFIG_VALUES} (YAML "
+                             "anchors used within anchors)")
     return content
+
+
+def expanded_size(value, sizes):
+    """How many values `value` holds with each use of a shared (anchored) part counted, each part walked once;
+    `sizes` memoises parts by id. ValueError where a part contains itself."""
+    if not isinstance(value, (list, dict)):
+        return 1
+    if id(value) in sizes:
+        if sizes[id(value)] is None:
+            raise ValueError("a value contains itself")
+        return sizes[id(value)]
+    sizes[id(value)] = None  # being walked
+    parts = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
+    sizes[id(value)] = 1 + sum(expanded_size(part, sizes) for part in parts)
+    return sizes[id(value)]

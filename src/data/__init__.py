@@ -91,8 +91,9 @@ def create_dataset(args, training, view="labeled", num_shards=None, shard_id=Non
     dataset, num_samples, transforms, unreadable = DATASETS[args.set](args, training, num_shards, shard_id)
     if training and num_shards and num_samples < num_shards:
         raise UserInputError(f"{num_samples} images cannot be split over {num_shards} devices")
-    # Python augmentations draw from one generator: with several workers the draw order varies between runs
-    workers = 1 if args.deterministic else args.num_parallel_workers
+    # Python augmentations draw from one generator: with several workers the draw order varies between runs.
+    # MindSpore refuses more workers than CPUs; the published configs ask for 16.
+    workers = 1 if args.deterministic else min(args.num_parallel_workers, os.cpu_count() or 1)
     if masked_image_modeling:
         views = MaskedImageModelingViews(args, seed=args.seed + (shard_id or 0))
         dataset = dataset.map(views, input_columns="image", output_columns=MIM_COLUMNS,
