@@ -121,11 +121,24 @@ def plot_curves(curves, path):
     plt.close(figure)
 
 
+def environment_count(name, default, least=1):
+    """The whole number in the environment variable `name`, `default` where it is unset or empty."""
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    if not text.strip().isdigit() or int(text) < least:
+        raise DataError(f"{name} must be a whole number >= {least}, got {text!r}")
+    return int(text)
+
+
 def main(data_dir, out_dir):
     start = time.time()
-    env = os.environ
-    labels_per_class = int(env.get("LABELS_PER_CLASS", 100))
-    seed = int(env.get("SEED", 0))
+    labels_per_class = environment_count("LABELS_PER_CLASS", 100)
+    seed = environment_count("SEED", 0, least=0)
+    batch_size = environment_count("BATCH_SIZE", None)
+    pretrain_steps = environment_count("PRETRAIN_STEPS", PRETRAIN_STEPS)
+    epochs_given = {name: environment_count(name, None)
+                    for name in ("PRETRAIN_EPOCHS", "FINETUNE_EPOCHS", "LINPROBE_EPOCHS")}
     train = check_data(data_dir, labels_per_class)
     os.makedirs(out_dir, exist_ok=True)
     labeled = os.path.join(out_dir, "labeled.txt")
@@ -135,18 +148,18 @@ def main(data_dir, out_dir):
         """Seed, epochs and batch from the environment; about eight evaluations per run, for the curves."""
         with open(config, encoding="utf-8") as f:
             recipe = yaml.safe_load(f)
-        epochs = int(env.get(epochs_variable) or default_epochs or recipe["epochs"])
+        epochs = epochs_given[epochs_variable] or default_epochs or recipe["epochs"]
         extra = ["--seed", seed, "--epochs", epochs, "--eval_interval", max(1, epochs // 8)]
-        if env.get("BATCH_SIZE"):
-            extra += ["--batch_size", env["BATCH_SIZE"]]
+        if batch_size:
+            extra += ["--batch_size", batch_size]
         return extra
 
     def pretrain_epochs(config, images):
         """Epochs that make PRETRAIN_STEPS optimizer steps over `images` (the last partial batch dropped)."""
         with open(config, encoding="utf-8") as f:
-            batch = int(env.get("BATCH_SIZE") or yaml.safe_load(f)["batch_size"])
+            batch = batch_size or yaml.safe_load(f)["batch_size"]
         steps_per_epoch = max(1, images // batch)
-        return math.ceil(int(env.get("PRETRAIN_STEPS", PRETRAIN_STEPS)) / steps_per_epoch)
+        return math.ceil(pretrain_steps / steps_per_epoch)
 
     pretrain_url = os.path.join(out_dir, "mae_pretrain")
     images = sum(len(files) for files in train.values())

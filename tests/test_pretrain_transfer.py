@@ -59,3 +59,11 @@ def test_folder_problems_are_one_error_line_before_training(digits, tmp_path):
     shutil.copytree(extra / "val" / "3", extra / "val" / "unknown")
     assert_one_line_error(run_transfer(extra, tmp_path / "o3"), "val/ has classes that train/ lacks: unknown")
     assert not (tmp_path / "o3" / "mae_pretrain").exists()
+    # the environment's numbers: a ValueError / ZeroDivisionError traceback before
+    assert_one_line_error(run_transfer(digits, tmp_path / "o4", LABELS_PER_CLASS="four"),
+                          "LABELS_PER_CLASS must be a whole number >= 1, got 'four'")
+    assert_one_line_error(run_transfer(digits, tmp_path / "o5", BATCH_SIZE="0"),
+                          "BATCH_SIZE must be a whole number >= 1, got '0'")
+    assert_one_line_error(run_transfer(digits, tmp_path / "o6", FINETUNE_EPOCHS="2.5"),
+                          "FINETUNE_EPOCHS must be a whole number >= 1, got '2.5'")
+    assert not (tmp_path / "o6").exists()
