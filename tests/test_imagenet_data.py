@@ -115,6 +115,13 @@ def test_unlabeled_images_from_a_folder_or_a_file_list(imagenet, tmp_path):
         [os.path.join(train, "n00000001", name) for name in names]
     with pytest.raises(UserInputError, match="no images"):
         scan_unlabeled(str(tmp_path))
+    # saved with a byte order mark and Windows line ends (Notepad): the first name was not found
+    file_list.write_bytes(b"\xef\xbb\xbf" + "".join(f"n00000001/{name}\r\n" for name in names).encode())
+    assert [path for path, _ in scan_unlabeled(train, str(file_list))] == \
+        [os.path.join(train, "n00000001", name) for name in names]
+    # an image given as the list: a UnicodeDecodeError traceback before
+    with pytest.raises(UserInputError, match=r"file list .*\.JPEG is not UTF-8 text \(invalid start byte at byte 0\)"):
+        scan_unlabeled(train, os.path.join(train, "n00000001", names[0]))
 
 
 @pytest.mark.parametrize("escape", ["../n00000001/a.JPEG", "n00000001/../../val/a.JPEG", "/etc/hostname"])

@@ -62,8 +62,11 @@ def read_file_list(root, file_list):
     or through ..) is refused."""
     if not os.path.isfile(file_list):
         raise UserInputError(f"file list not found: {file_list}")
-    with open(file_list, encoding="utf-8") as f:
-        names = [line.strip() for line in f if line.strip()]
+    try:  # utf-8-sig: a list saved by Windows Notepad starts with a byte order mark
+        with open(file_list, encoding="utf-8-sig") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"file list {file_list} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     root = os.path.abspath(root)
     paths = [os.path.abspath(os.path.join(root, name)) for name in names]
     for name, path in zip(names, paths):
