@@ -136,6 +136,21 @@ def test_a_file_list_cannot_lead_out_of_the_data_folder(imagenet, tmp_path, esca
         select_listed(scan_class_folders(train)[1], imagenet, str(file_list))
 
 
+def test_train_and_val_must_name_the_same_classes(imagenet, tmp_path):
+    # the same count under other names: each split numbered its own folders, so val's labels meant other classes
+    renamed = tmp_path / "renamed"
+    shutil.copytree(imagenet, renamed)
+    os.rename(renamed / "val" / "n00000002", renamed / "val" / "n00000009")
+    for training in (True, False):
+        with pytest.raises(UserInputError, match=re.escape(
+                f"train/ and val/ of {renamed} hold different class folders (a label would name one class in "
+                "training and another in evaluation): n00000002, n00000009")):
+            create_dataset(imagenet_args(str(renamed)), training=training)
+    shutil.rmtree(renamed / "train")  # evaluation alone reads val/ as it is
+    assert sum(len(labels) for _, labels in create_dataset(imagenet_args(str(renamed)), training=False)
+               .create_tuple_iterator(output_numpy=True, num_epochs=1)) == 6
+
+
 def test_bad_files_are_skipped_with_a_warning_and_counted(imagenet, tmp_path):
     root = tmp_path / "data"
     write_photo_imagenet(str(root), num_classes=3, train_per_class=4, val_per_class=1)

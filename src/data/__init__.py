@@ -5,7 +5,7 @@ import mindspore.dataset as ds
 
 from src.data.augment.mixup import Mixup
 from src.data.cifar10 import load_cifar10
-from src.data.imagenet import ImageFileSource, scan_class_folders, scan_unlabeled, select_listed
+from src.data.imagenet import ImageFileSource, class_names, scan_class_folders, scan_unlabeled, select_listed
 from src.data.mim_views import MaskedImageModelingViews
 from src.data.transforms import (
     cifar_train_transforms,
@@ -56,6 +56,12 @@ def _imagenet(args, training, num_shards, shard_id):
     classes, samples = scan_class_folders(folder)
     if len(classes) != args.num_classes:
         raise UserInputError(f"{folder} has {len(classes)} class folders but num_classes is {args.num_classes}")
+    other_split = os.path.join(args.data_url, "val" if training else "train")
+    if os.path.isdir(other_split) and class_names(other_split) != classes:
+        differing = sorted(set(classes) ^ set(class_names(other_split)))
+        raise UserInputError(f"train/ and val/ of {args.data_url} hold different class folders (a label would name "
+                             f"one class in training and another in evaluation): {', '.join(differing[:3])}"
+                             + (f" and {len(differing) - 3} more" if len(differing) > 3 else ""))
     if training and args.file_list:  # a labeled subset, e.g. a few images per class
         samples = select_listed(samples, args.data_url, args.file_list)
     if not training:

@@ -41,7 +41,7 @@ def scan_class_folders(root, log=None):
     """
     if not os.path.isdir(root):
         raise UserInputError(f"image folder not found: {root}")
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    classes = class_names(root)
     samples = [(os.path.join(root, name, file_name), index)
                for index, name in enumerate(classes)
                for file_name in sorted(os.listdir(os.path.join(root, name))) if _is_image_file(file_name)]
@@ -51,6 +51,11 @@ def scan_class_folders(root, log=None):
     if empty:
         (log or _warn)(f"warning: class folders without images in {root}: {', '.join(empty)}")
     return classes, samples
+
+
+def class_names(root):
+    """The class folders' names under `root`, sorted: a class's label is its place in this list."""
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
 
 
 def _warn(message):
