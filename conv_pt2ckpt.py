@@ -1,4 +1,4 @@
-"""Convert published checkpoints (PyTorch .pth, .safetensors, BiT's .npz, DALL-E's encoder.pkl) into MindSpore
+r"""Convert published checkpoints (PyTorch .pth, .safetensors, BiT's .npz, DALL-E's encoder.pkl) into MindSpore
 .ckpt files, by name or from a file:
 
     python conv_pt2ckpt.py --list_pretrained
