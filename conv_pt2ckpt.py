@@ -21,8 +21,8 @@ models; VQ-KD checkpoints lose their teacher.
 import argparse
 
 import numpy as np
-import yaml
 
+from src.configs.parser import yaml_value
 from src.errors import UserInputError, report_user_errors
 from src.weights.checkpoint import save_checkpoint
 from src.weights.convert import convert_checkpoint
@@ -38,7 +38,7 @@ def main(argv=None):
     parser.add_argument("--ckpt_file", help="MindSpore checkpoint to write")
     parser.add_argument("--arch", default=None, help="the registered model the weights are for")
     parser.add_argument("--img_size", type=int, default=None, help="transformers: target resolution")
-    parser.add_argument("--model_args", type=yaml.safe_load, default=None,
+    parser.add_argument("--model_args", type=yaml_value, default=None,
                         help='constructor overrides as YAML, e.g. "{num_heads: 2}"')
     parser.add_argument("--list_pretrained", action="store_true", help="print the published names and exit")
     args = parser.parse_args(argv)

@@ -11,9 +11,7 @@ import os
 import reprlib
 import sys
 
-import yaml
-
-from src.configs.parser import load_yaml_config, unknown_key_message
+from src.configs.parser import load_yaml_config, unknown_key_message, yaml_value
 from src.errors import UserInputError
 from src.weights.zoo import find_published, published_table
 
@@ -332,7 +330,7 @@ def value_parser(key):
     if KINDS.get(key) in (FLAG, TEXT):
         return optional_text
     # lists, mappings and unset (None) values are read as YAML, so "[1, 1, 1, 1]" and "null" work
-    return yaml.safe_load
+    return yaml_value
 
 
 def optional_text(text):

@@ -172,6 +172,12 @@ def test_conv_pt2ckpt_model_args_win_where_they_fit_the_weights(tmp_path, images
                                      f"{{{sizes}, num_classes: 7}}"),
                           "--model_args {'num_classes': 7} does not fit the weights", "(num_classes=5)")
     assert not os.path.exists(misfit)
+    unclosed = run_script("conv_pt2ckpt.py", "--pth_file", str(path), "--ckpt_file", misfit, "--arch",
+                          "beit_base_patch16_224", "--model_args", f"{{{sizes}")  # a yaml.YAMLError traceback before
+    assert unclosed.returncode == 2 and "Traceback" not in unclosed.stderr, unclosed.stderr
+    assert unclosed.stderr.strip().endswith("argument --model_args: not valid YAML: expected ',' or '}', but got "
+                                            "'<stream end>' at line 1, column 72"), unclosed.stderr
+    assert not os.path.exists(misfit)
 
 
 def test_registry_and_unilm_argument_names():

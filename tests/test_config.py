@@ -50,6 +50,13 @@ def test_bad_values_and_files(tmp_path):
         parse_args(["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(UserInputError, match="must hold a mapping"):
         parse_args(["--config", write(tmp_path, "- a\n- b\n")])
+    # where the parser stopped, not only the construct it was in ("while parsing a flow sequence")
+    with pytest.raises(UserInputError, match=r"is not valid YAML: expected ',' or '\]', but got '<stream end>' at "
+                                             r"line 4, column 1$"):
+        parse_args(["--config", write(tmp_path, "epochs: 3\nlayers: [1, 1,\nseed: 2\n")])
+    with pytest.raises(UserInputError, match=r"argument --layers: not valid YAML: expected ',' or '\]', but got "
+                                             r"'<stream end>' at line 1, column 6$"):
+        parse_args(["--layers", "[1, 1"])
 
 
 def test_yaml_numbers_written_without_a_dot_are_numbers(tmp_path):

@@ -1,4 +1,5 @@
 """YAML config files: loading and key checking."""
+import argparse
 import difflib
 import os
 
@@ -24,6 +25,22 @@ def unknown_key_message(key, valid_keys, where):
 MAX_CONFIG_VALUES = 100_000
 
 
+def yaml_value(text):
+    """A command-line value written in YAML ("[1, 1, 1, 1]", "{num_heads: 2}", "null"), for argparse's type=."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not valid YAML: {yaml_problem(err)}") from None
+
+
+def yaml_problem(err):
+    """What a YAML parser found wrong and where ("expected ',' or ']', but got '<stream end>' at line 3, column
+    5"): its message's first line is often only the construct it was in ("while parsing a flow node")."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or first_line(err)}{where}"
+
+
 def load_yaml_config(path):
     """Read a YAML mapping from `path`, with a clear error for a missing, malformed or hostile file."""
     if not os.path.isfile(path):
@@ -32,7 +49,7 @@ def load_yaml_config(path):
         with open(path, encoding="utf-8") as f:
             content = yaml.safe_load(f)
     except yaml.YAMLError as err:
-        raise UserInputError(f"config file {path} is not valid YAML: {first_line(err)}") from None
+        raise UserInputError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from None
     except RecursionError:
         raise UserInputError(f"config file {path} nests its values too deeply") from None
     if content is None:
