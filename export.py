@@ -11,7 +11,7 @@ import mindspore as ms
 import numpy as np
 
 from src.args import parse_args
-from src.errors import UserInputError, report_user_errors
+from src.errors import UserInputError, make_folder, report_user_errors
 from src.models import create_model_from_args
 from src.ops.cpu_kernels import use_portable_operators
 from src.runtime.context import init_context
@@ -43,7 +43,7 @@ def main(argv=None):
     use_ema = load_inference_weights(network, args.pretrained, args.eval_use_ema)
     network.set_train(False)
     file_name = args.file_name or args.arch
-    os.makedirs(os.path.dirname(os.path.abspath(file_name)), exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(file_name)), "for the exported file")
     input_shape = (args.export_batch_size, 3, args.image_size, args.image_size)
     ms.export(network, ms.Tensor(np.zeros(input_shape, np.float32)), file_name=file_name, file_format=file_format)
     print(f"exported {args.arch} ({'EMA ' if use_ema else ''}weights of {args.pretrained}) as "

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from src.errors import UserInputError, report_user_errors  # noqa: E402
+from src.errors import UserInputError, make_folder, report_user_errors  # noqa: E402
 
 TRAINING_KEYS, EVALUATION_KEYS = ("step", "loss"), ("epoch", "top1", "top5")  # the numbers the curves draw
 
@@ -67,7 +67,7 @@ def plot_curves(run_dir, out_dir=None):
     """Write the PNGs; returns their paths."""
     train, evaluation = read_metrics(run_dir)
     out_dir = out_dir or run_dir
-    os.makedirs(out_dir, exist_ok=True)
+    make_folder(out_dir, "for the curves")
     steps = [record["step"] for record in train]
     written = []
 

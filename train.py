@@ -12,7 +12,7 @@ from src.engine.callbacks import CheckpointAndEval, DivergenceGuard, MetricsFile
 from src.engine.loop import sink_size_for, train_epochs
 from src.engine.resume import fetch_newest_checkpoint, newest_checkpoint, resume_training
 from src.engine.train_one_step import create_train_step, with_accumulation
-from src.errors import report_user_errors
+from src.errors import make_folder, report_user_errors
 from src.models.layers import recompute_units
 from src.optim.optimizer import create_optimizer, current_learning_rate, schedule_param_names
 from src.optim.schedulers import create_lr_schedule, peak_learning_rate
@@ -43,6 +43,9 @@ def main(argv=None):
     if unused:
         log(f"warning: neither task {task.name} nor model {args.arch} reads {', '.join(unused)}: ignored")
     remote_train_url = fetch_inputs(args, rank, log)
+    writes_outputs = rank == 0 or args.save_all_ranks
+    if writes_outputs:  # before anything is built: a train_url that cannot be a folder fails at once
+        make_folder(args.train_url, "of the run (train_url)")
     # one shard when alone too: the sampler then visits the images in the order that the union of
     # the shards' batches does under data parallel, so both runs see the same global batches
     train_data = create_dataset(args, training=True, view=task.dataset_view, num_shards=group_size, shard_id=rank)
@@ -78,7 +81,6 @@ def main(argv=None):
 
     log(f"training {args.arch} on {args.set}: {steps_per_epoch} steps per epoch, {lr_note}, "
         f"epochs {start_step // steps_per_epoch + 1}..{args.epochs}")
-    writes_outputs = rank == 0 or args.save_all_ranks
     metrics = MetricsFile(os.path.join(args.train_url, "metrics.jsonl"), start_step) if rank == 0 else None
     stop_signals = StopSignals(log)
     checkpoints = CheckpointAndEval(train_cell, network, eval_data, args, steps_per_epoch, rank=rank, best=best,

@@ -10,8 +10,9 @@ from conftest import ROOT, TINY_CONFIG, assert_one_line_error, run_script
 from PIL import Image
 
 from src.args import parse_args
+from src.errors import UserInputError
 from src.optim.schedulers import create_lr_schedule
-from src.weights.checkpoint import load_checkpoint
+from src.weights.checkpoint import load_checkpoint, save_checkpoint
 
 STEPS = 1437 // 32
 COMMON = ["--config", TINY_CONFIG, "--batch_size", "32", "--warmup_length", "0.5", "--log_interval", "20"]
@@ -147,6 +148,23 @@ def test_bad_paths_and_checkpoints_are_one_line_errors(digits_cifar, tmp_path):
                                      str(tmp_path / "none.ckpt")), "checkpoint not found")
     assert_one_line_error(run_script("train.py", *COMMON, "--data_url", digits_cifar, "--arch", "bit_m_r51x1"),
                           "unknown model 'bit_m_r51x1'")
+
+
+def test_output_folders_that_cannot_be_made_are_one_line_errors(trained, tmp_path):
+    # a file where a folder must go: NotADirectoryError / FileExistsError tracebacks, train.py's after the whole
+    # model and data pipeline were built
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = run_script("train.py", *COMMON, "--data_url", str(tmp_path / "no_data"), "--train_url",
+                        str(blocker / "run"))
+    assert_one_line_error(result, f"cannot create the folder {blocker / 'run'} of the run (train_url): "
+                                  "Not a directory")
+    assert "no CIFAR-10 binaries" not in result.stderr  # refused before the data was looked at
+    assert_one_line_error(run_script("plot_curves.py", str(trained[0]), "--out", str(blocker / "curves")),
+                          f"cannot create the folder {blocker / 'curves'} for the curves: Not a directory")
+    with pytest.raises(UserInputError, match=re.escape(f"cannot create the folder {blocker} of checkpoint "
+                                                       "x.ckpt: File exists")):
+        save_checkpoint({"w": np.zeros(2, np.float32)}, str(blocker / "x.ckpt"))
 
 
 def test_o2_mixed_precision_trains_on_cpu(digits_cifar, tmp_path):

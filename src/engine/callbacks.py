@@ -11,7 +11,7 @@ from mindspore.train.callback import Callback
 
 from src.engine.evaluation import evaluate
 from src.engine.train_one_step import STOP_REQUESTED
-from src.errors import UserInputError
+from src.errors import UserInputError, make_folder
 from src.weights.checkpoint import save_checkpoint
 
 
@@ -57,7 +57,7 @@ class MetricsFile:
         if start_step and os.path.exists(path):
             with open(path, encoding="utf-8") as lines:
                 kept = [record for record in _complete_records(lines) if record["step"] <= start_step]
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        make_folder(os.path.dirname(os.path.abspath(path)), "of the run (train_url)")
         with open(path, "w", encoding="utf-8") as out:
             out.writelines(json.dumps(record) + "\n" for record in kept)
         self.last_train_record = next((record for record in reversed(kept) if "loss" in record), None)

@@ -4,7 +4,7 @@ import tempfile
 
 import mindspore as ms
 
-from src.errors import UserInputError, first_line
+from src.errors import UserInputError, first_line, make_folder
 
 EMA_PREFIX = "ema."
 
@@ -18,7 +18,7 @@ def save_checkpoint(save_obj, path, append_dict=None, skip=None):
         save_obj = [{"name": name, "data": value if isinstance(value, ms.Tensor) else ms.Tensor(value)}
                     for name, value in save_obj.items()]
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder, f"of checkpoint {os.path.basename(path)}")
     handle, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
     os.close(handle)
     # MindSpore writes `.tmp-X.tmp` and renames it to `.tmp-X.ckpt`; a failed write can leave either

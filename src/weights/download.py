@@ -10,7 +10,7 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 from huggingface_hub.file_download import http_get
 
-from src.errors import UserInputError, first_line
+from src.errors import UserInputError, first_line, make_folder
 
 RANGE_NOT_SATISFIABLE = 416
 NETWORK_ERRORS = (HfHubHTTPError, EntryNotFoundError, httpx2.HTTPError, OSError, ValueError)
@@ -43,7 +43,7 @@ def fetch_url(url, folder, filename, sha256=""):
     if constants.HF_HUB_OFFLINE:
         raise UserInputError(f"{filename} is not in the cache {folder} and HF_HUB_OFFLINE is set: "
                              f"download {_shown(url)} where it can be reached")
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder, "for the downloaded weights")
     partial = path + ".part"
     with FileLock(path + ".lock"):  # other processes of a distributed run wait for the first one's download
         if os.path.isfile(path):

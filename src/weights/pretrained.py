@@ -6,7 +6,7 @@ import os
 
 from filelock import FileLock
 
-from src.errors import UserInputError
+from src.errors import UserInputError, make_folder
 from src.models import family_of
 from src.models.vit_convert import convert_vit_weights, is_vit_state_dict
 from src.weights.checkpoint import EMA_PREFIX, load_checkpoint, network_weights, save_checkpoint
@@ -65,7 +65,7 @@ def published_checkpoint(name, entry, log=print):
     path = os.path.join(weights_home(), f"{name}-{digest.hexdigest()[:8]}.ckpt")
     if os.path.isfile(path):
         return path
-    os.makedirs(weights_home(), exist_ok=True)
+    make_folder(weights_home(), "for the converted published weights")
     with FileLock(path + ".lock"):  # the other processes of a distributed run wait, then find it converted
         if not os.path.isfile(path):
             source = fetch_published_file(entry)
