@@ -15,7 +15,7 @@ import numpy as np
 from mindspore.dataset import transforms
 
 from src.args import parse_args, split_arguments
-from src.data.imagenet import IMAGE_EXTENSIONS, ImageFileSource
+from src.data.imagenet import IMAGE_EXTENSIONS, ImageFileSource, class_names
 from src.data.transforms import imagenet_eval_transforms
 from src.errors import UserInputError, report_user_errors
 from src.models import create_model_from_args
@@ -26,13 +26,13 @@ IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src
                                 "imagenet1k_classes.txt")
 
 
-def class_names(args):
+def label_names(args):
     if args.num_classes == 1000:
         with open(IMAGENET_CLASSES, encoding="utf-8") as f:
             return [line.rstrip("\n").split("\t")[1] for line in f]
     train = os.path.join(args.data_url, "train")
     if os.path.isdir(train):
-        folders = sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
+        folders = class_names(train)
         if len(folders) == args.num_classes:
             return folders
     return [f"class {index}" for index in range(args.num_classes)]
@@ -69,7 +69,7 @@ def main(argv=None):
     load_inference_weights(network, args.pretrained, args.eval_use_ema)
     network.set_train(False)
 
-    names = class_names(args)
+    names = label_names(args)
     preprocess = transforms.Compose(imagenet_eval_transforms(args))
     reader = ImageFileSource([(path, 0) for path in image_paths(images)], substitute=False)
     topk = max(1, min(own_args.topk, args.num_classes))

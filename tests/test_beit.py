@@ -235,6 +235,8 @@ def test_tiny_beit_trains_evaluates_and_predicts(tmp_path):
     assert f"warning: unreadable image {broken}" in prediction.stderr and "left out; 1 so far" in prediction.stderr
     results = json.loads(prediction.stdout.strip().splitlines()[-1])
     assert len(results) == 3 and all(len(r["predictions"]) == 2 for r in results)
+    folders = sorted(os.listdir(f"{data}/train"))  # the class names: train/'s folders, in label order
+    assert all(p["name"] == folders[p["label"]] for r in results for p in r["predictions"])
     nothing = run_script(*predict, str(broken))  # the warning naming the file, then the error
     assert nothing.returncode != 0 and "Traceback" not in nothing.stderr, nothing.stderr
     assert nothing.stderr.strip().splitlines()[-1] == "error: none of the 1 image(s) can be read", nothing.stderr
