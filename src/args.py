@@ -10,6 +10,7 @@ import math
 import os
 import reprlib
 import sys
+from typing import NamedTuple
 
 from src.configs.parser import load_yaml_config, unknown_key_message, yaml_value
 from src.errors import UserInputError
@@ -254,13 +255,26 @@ BOUNDS = {
 
 FLAG, TEXT, MAPPING = "True or False", "text", "a mapping of argument names to values"
 FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-# The other keys: FLAG (one of FLAG_WORDS is taken as one: "false" is False), TEXT, MAPPING, a list of
-# numbers (how many, and each one's BOUNDS-like kind and interval), or a tuple of the values allowed. Null is
-# allowed where the default is null.
+
+
+class Numbers(NamedTuple):
+    """A list of `count` numbers, each `kind` (WHOLE or REAL) in `interval`, as in BOUNDS."""
+    count: int
+    kind: str
+    interval: str
+
+
+class OneOf(NamedTuple):
+    """One of a few values."""
+    values: tuple
+
+
+# The other keys: FLAG (one of FLAG_WORDS is taken as one: "false" is False), TEXT, MAPPING, Numbers or OneOf.
+# Null is allowed where the default is null.
 KINDS = {
     "task": TEXT,
     "arch": TEXT,
-    "layers": (4, WHOLE, "[1, inf)"),
+    "layers": Numbers(4, WHOLE, "[1, inf)"),
     "rel_pos_bias": FLAG,
     "shared_rel_pos_bias": FLAG,
     "abs_pos_emb": FLAG,
@@ -277,8 +291,8 @@ KINDS = {
     "teacher": TEXT,
     "teacher_pretrained": TEXT,
     "teacher_args": MAPPING,
-    "teacher_mean": (3, REAL, "[0, 1]"),
-    "teacher_std": (3, REAL, "(0, 1]"),
+    "teacher_mean": Numbers(3, REAL, "[0, 1]"),
+    "teacher_std": Numbers(3, REAL, "(0, 1]"),
     "pretrained": TEXT,
     "file_format": TEXT,
     "file_name": TEXT,
@@ -288,14 +302,14 @@ KINDS = {
     "data_url": TEXT,
     "train_url": TEXT,
     "interpolation": TEXT,
-    "mean": (3, REAL, "[0, 1]"),
-    "std": (3, REAL, "(0, 1]"),
+    "mean": Numbers(3, REAL, "[0, 1]"),
+    "std": Numbers(3, REAL, "(0, 1]"),
     "auto_augment": TEXT,
     "re_mode": TEXT,
-    "mixup_mode": ("batch",),
+    "mixup_mode": OneOf(("batch",)),
     "optimizer": TEXT,
     "lr_scheduler": TEXT,
-    "beta": (2, REAL, "[0, 1)"),
+    "beta": Numbers(2, REAL, "[0, 1)"),
     "filter_bias_and_bn": FLAG,
     "recompute": FLAG,
     "amp_level": TEXT,
@@ -440,19 +454,18 @@ def _checked_kind(key, value):
         return value
     if kind == MAPPING and isinstance(value, dict) and all(isinstance(name, str) for name in value):
         return value
-    if isinstance(kind, tuple) and isinstance(kind[0], int):
-        count, number_kind, interval = kind
+    if isinstance(kind, Numbers):
         try:
-            if isinstance(value, (list, tuple)) and len(value) == count:
-                return [_checked_number(key, number, (number_kind, interval)) for number in value]
+            if isinstance(value, (list, tuple)) and len(value) == kind.count:
+                return [_checked_number(key, number, (kind.kind, kind.interval)) for number in value]
         except UserInputError:
             pass
-        raise UserInputError(f"{key} must be a list of {count} numbers, each {number_kind} in {interval}, "
+        raise UserInputError(f"{key} must be a list of {kind.count} numbers, each {kind.kind} in {kind.interval}, "
                              f"got {reprlib.repr(value)}")
-    if isinstance(kind, tuple):
-        if value in kind:
+    if isinstance(kind, OneOf):
+        if value in kind.values:
             return value
-        raise UserInputError(f"{key} must be one of {list(kind)}, got {reprlib.repr(value)}")
+        raise UserInputError(f"{key} must be one of {list(kind.values)}, got {reprlib.repr(value)}")
     raise UserInputError(f"{key} must be {kind}, got {reprlib.repr(value)}")
 
 
