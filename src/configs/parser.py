@@ -48,35 +48,36 @@ def load_yaml_config(path):
     try:
         with open(path, encoding="utf-8") as f:
             content = yaml.safe_load(f)
+        size = expanded_size(content, {}) if isinstance(content, dict) else 0
     except yaml.YAMLError as err:
         raise UserInputError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from None
-    except RecursionError:
+    except RecursionError:  # in the parser, or in expanded_size
         raise UserInputError(f"config file {path} nests its values too deeply") from None
+    except ContainsItself:
+        raise UserInputError(f"config file {path} holds a value that contains itself (a YAML anchor used inside "
+                             "its own value)") from None
     if content is None:
         return {}
     if not isinstance(content, dict):
         raise UserInputError(f"config file {path} must hold a mapping of key: value, got {type(content).__name__}")
-    try:
-        size = expanded_size(content, {})
-    except ValueError:
-        raise UserInputError(f"config file {path} holds a value that contains itself (a YAML anchor used inside "
-                             "its own value)") from None
-    except RecursionError:
-        raise UserInputError(f"config file {path} nests its values too deeply") from None
     if size > MAX_CONFIG_VALUES:
         raise UserInputError(f"config file {path} expands to {size} values, more than {MAX_CONFIG_VALUES} (YAML "
                              "anchors used within anchors)")
     return content
 
 
+class ContainsItself(Exception):
+    """A YAML value that holds itself: an anchor used inside its own value."""
+
+
 def expanded_size(value, sizes):
     """How many values `value` holds with each use of a shared (anchored) part counted, each part walked once;
-    `sizes` memoises parts by id. ValueError where a part contains itself."""
+    `sizes` memoises parts by id. ContainsItself where a part contains itself."""
     if not isinstance(value, (list, dict)):
         return 1
     if id(value) in sizes:
         if sizes[id(value)] is None:
-            raise ValueError("a value contains itself")
+            raise ContainsItself()
         return sizes[id(value)]
     sizes[id(value)] = None  # being walked
     parts = list(value.keys()) + list(value.values()) if isinstance(value, dict) else value
