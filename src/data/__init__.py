@@ -57,8 +57,9 @@ def _imagenet(args, training, num_shards, shard_id):
     if len(classes) != args.num_classes:
         raise UserInputError(f"{folder} has {len(classes)} class folders but num_classes is {args.num_classes}")
     other_split = os.path.join(args.data_url, "val" if training else "train")
-    if os.path.isdir(other_split) and class_names(other_split) != classes:
-        differing = sorted(set(classes) ^ set(class_names(other_split)))
+    other_classes = class_names(other_split) if os.path.isdir(other_split) else classes
+    if other_classes != classes:
+        differing = sorted(set(classes) ^ set(other_classes))
         raise UserInputError(f"train/ and val/ of {args.data_url} hold different class folders (a label would name "
                              f"one class in training and another in evaluation): {', '.join(differing[:3])}"
                              + (f" and {len(differing) - 3} more" if len(differing) > 3 else ""))
